@@ -1,0 +1,1 @@
+"""The `inboxrl` command line and the Streamlit chat UI."""

@@ -1,0 +1,1 @@
+"""CLI command groups. Each module defines `register(cli: typer.Typer) -> None`."""

@@ -1,0 +1,160 @@
+"""The inbox database: schema and the few look-ups every part of InboxRL shares.
+
+One SQLite file holds every ingested mailbox. Tables (created by :func:`ensure_schema`):
+
+- ``inboxes``: one row per mailbox. ``id`` is the mailbox key (``allen-p``), ``addresses`` a JSON
+  list of owner addresses (primary first), ``message_count``, ``first_date``, ``last_date``.
+- ``emails``: one row per distinct message *within a mailbox* (``inbox`` + ``content_hash`` is
+  unique). ``message_id`` is the first Message-ID seen; ``date`` is ISO 8601 UTC
+  (``2001-04-26T17:00:00Z``); ``body`` is plain text.
+- ``message_ids``: every Message-ID a message was seen under, with its folder and source file, so a
+  question that cites any copy resolves (primary key ``inbox`` + ``message_id``).
+- ``recipients``: ``email_id``, ``kind`` (to / cc / bcc), ``address``, ``name``.
+- ``quarantine``: messages that could not be parsed: ``source`` (file path, or path#offset), reason.
+- ``sources``: files already ingested (path, size, mtime), so a rerun skips them and resumes.
+- ``emails_fts``: FTS5 over ``subject`` and ``body`` of ``emails``, kept in sync by triggers.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+
+class NoInbox(LookupError):
+    """Specified inbox does not exist."""
+
+
+@dataclass(frozen=True)
+class Inbox:
+    """A mailbox in the DB: its key, display name and owner addresses (primary first)."""
+
+    id: str
+    name: str
+    addresses: tuple[str, ...]
+    message_count: int
+    first_date: str | None
+    last_date: str | None
+
+    @property
+    def address(self) -> str:
+        """The primary owner address."""
+        return self.addresses[0] if self.addresses else self.id
+
+
+def open_db(path: str | Path, *, create: bool = False) -> sqlite_utils.Database:
+    """Open an inbox DB in WAL mode (many readers beside one writer).
+
+    :param path: the SQLite file, or ``":memory:"``.
+    :param create: create the file and schema if missing; otherwise a missing file raises
+        ``FileNotFoundError`` naming the fix.
+    """
+    if str(path) != ":memory:":
+        path = Path(path)
+        if not path.exists() and not create:
+            raise FileNotFoundError(f"No inbox DB at {path}; create one with: inboxrl ingest PATH --db {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+    db = sqlite_utils.Database(conn)
+    if str(path) != ":memory:":
+        db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA foreign_keys=ON")
+    if create:
+        ensure_schema(db)
+    return db
+
+
+def ensure_schema(db: sqlite_utils.Database) -> None:
+    """Create every table, index and the FTS5 index if they are missing (idempotent)."""
+    db["inboxes"].create(
+        {
+            "id": str,
+            "name": str,
+            "addresses": str,
+            "message_count": int,
+            "first_date": str,
+            "last_date": str,
+        },
+        pk="id",
+        if_not_exists=True,
+    )
+    db["emails"].create(
+        {
+            "id": int,
+            "inbox": str,
+            "message_id": str,
+            "subject": str,
+            "from_address": str,
+            "from_name": str,
+            "date": str,
+            "body": str,
+            "folder": str,
+            "source_file": str,
+            "content_hash": str,
+        },
+        pk="id",
+        foreign_keys=[("inbox", "inboxes", "id")],
+        if_not_exists=True,
+    )
+    db["emails"].create_index(["inbox", "content_hash"], unique=True, if_not_exists=True)
+    db["emails"].create_index(["inbox", "date"], if_not_exists=True)
+    db["emails"].create_index(["from_address"], if_not_exists=True)
+    db["message_ids"].create(
+        {"inbox": str, "message_id": str, "email_id": int, "folder": str, "source_file": str},
+        pk=("inbox", "message_id"),
+        foreign_keys=[("email_id", "emails", "id")],
+        if_not_exists=True,
+    )
+    db["message_ids"].create_index(["email_id"], if_not_exists=True)
+    db["recipients"].create(
+        {"email_id": int, "kind": str, "address": str, "name": str},
+        foreign_keys=[("email_id", "emails", "id")],
+        if_not_exists=True,
+    )
+    db["recipients"].create_index(["email_id"], if_not_exists=True)
+    db["recipients"].create_index(["address"], if_not_exists=True)
+    db["quarantine"].create(
+        {"source": str, "inbox": str, "reason": str, "created": str}, pk="source", if_not_exists=True
+    )
+    db["sources"].create(
+        {"path": str, "size": int, "mtime": float, "messages": int}, pk="path", if_not_exists=True
+    )
+    if not db["emails_fts"].exists():
+        db["emails"].enable_fts(["subject", "body"], create_triggers=True, tokenize="porter")
+
+
+def list_inboxes(db: sqlite_utils.Database) -> list[Inbox]:
+    """Every inbox in the DB, largest first."""
+    if not db["inboxes"].exists():
+        return []
+    rows = db.query("select * from inboxes order by message_count desc, id")
+    return [_inbox(row) for row in rows]
+
+
+def get_inbox(db: sqlite_utils.Database, key: str) -> Inbox:
+    """Resolve an inbox by its key (``allen-p``) or any of its owner addresses (case-insensitive).
+
+    Raises :class:`NoInbox` listing the inboxes that exist.
+    """
+    wanted = key.strip().lower()
+    inboxes = list_inboxes(db)
+    for inbox in inboxes:
+        if inbox.id.lower() == wanted or wanted in (a.lower() for a in inbox.addresses):
+            return inbox
+    known = ", ".join(f"{i.id} ({i.address})" for i in inboxes) or "none: run inboxrl ingest first"
+    raise NoInbox(f"No inbox {key!r}. Inboxes in this DB: {known}")
+
+
+def _inbox(row: dict) -> Inbox:
+    return Inbox(
+        id=row["id"],
+        name=row["name"] or row["id"],
+        addresses=tuple(json.loads(row["addresses"] or "[]")),
+        message_count=row["message_count"] or 0,
+        first_date=row["first_date"],
+        last_date=row["last_date"],
+    )

@@ -1,0 +1,6 @@
+"""Shared pytest set-up. Fixtures live in tests/fixtures/<area>.py, one module per area."""
+
+pytest_plugins = [
+    "tests.fixtures.inbox",
+    "tests.fixtures.model",
+]
