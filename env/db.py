@@ -158,3 +158,19 @@ def _inbox(row: dict) -> Inbox:
         first_date=row["first_date"],
         last_date=row["last_date"],
     )
+
+
+def resolve_message_ids(db: sqlite_utils.Database, inbox_id: str, message_ids: list[str]) -> dict[str, int]:
+    """Map Message-IDs (of any copy of a message) in one inbox to their ``emails.id``.
+
+    Ids that are not in the inbox are left out, so ``len(result) < len(message_ids)`` means some
+    were unknown. Two copies of one message map to the same ``emails.id``.
+    """
+    if not message_ids:
+        return {}
+    marks = ", ".join("?" for _ in message_ids)
+    rows = db.execute(
+        f"select message_id, email_id from message_ids where inbox = ? and message_id in ({marks})",
+        [inbox_id, *message_ids],
+    ).fetchall()
+    return {message_id: email_id for message_id, email_id in rows}
