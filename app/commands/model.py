@@ -1,0 +1,111 @@
+"""`inboxrl model ...`: prepare the embedded model and run a local vLLM server for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from env.config import Settings
+
+app = typer.Typer(help="Prepare the embedded model and run the local vLLM server.", no_args_is_help=True)
+
+
+def _fail(e: Exception) -> typer.Exit:
+    typer.secho(f"Error: {e}", err=True, fg="red")
+    return typer.Exit(1)
+
+
+@app.command()
+def prepare() -> None:
+    """Convert the embedded SmolLM2-135M GGUF into a Hugging Face folder with a tool chat template."""
+    from env.model import ModelError, prepare_embedded_model
+
+    settings = Settings()
+    try:
+        path = prepare_embedded_model(settings)
+    except ModelError as e:
+        raise _fail(e) from e
+    typer.echo(str(path))
+
+
+@app.command()
+def serve(
+    adapter: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="LoRA adapter to load at start-up: NAME=PATH, or NAME of a trained run. Repeatable."
+        ),
+    ] = None,
+    model_dir: Annotated[
+        Path | None, typer.Option(help="Hugging Face model folder; default the prepared embedded model.")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to bind (default settings.serve_port, 8000).")
+    ] = None,
+    vllm_arg: Annotated[
+        list[str] | None,
+        typer.Option(help="Extra argument passed to vLLM as is, e.g. --vllm-arg=--tensor-parallel-size=2."),
+    ] = None,
+) -> None:
+    """Start vLLM's OpenAI-compatible server in the background (tool calls and LoRA enabled)."""
+    from env.model import ModelError, resolve_adapter
+    from env.model import serve as start_server
+
+    overrides = {"serve_port": port} if port is not None else {}
+    settings = Settings(**overrides)
+    try:
+        adapters = dict(resolve_adapter(settings, spec) for spec in adapter or [])
+        info = start_server(settings, model_dir=model_dir, adapters=adapters, extra_args=vllm_arg or [])
+    except ModelError as e:
+        raise _fail(e) from e
+    typer.echo(
+        f"vLLM is serving {info.model} at {info.base_url} (pid {info.pid}, started in {info.start_s} s)."
+    )
+    for name in info.adapters:
+        typer.echo(f"  adapter: {name}")
+    typer.echo(f"Log: {info.log_path}. Stop it with: inboxrl model stop")
+
+
+@app.command()
+def stop() -> None:
+    """Stop the server started by `inboxrl model serve` from this INBOXRL_HOME."""
+    from env.model import stop as stop_server
+
+    if stop_server(Settings()):
+        typer.echo("Stopped.")
+    else:
+        typer.echo("No server was running.")
+
+
+@app.command()
+def status() -> None:
+    """Show the local server (pid, URL, log) and the models the configured endpoint serves."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from env.model import ModelError, embedded_model_dir, is_prepared, read_server_info, served_models
+
+    settings = Settings()
+    table = Table(show_header=False, box=None)
+    folder = embedded_model_dir(settings)
+    state = "prepared" if is_prepared(folder) else "not prepared: inboxrl model prepare"
+    table.add_row("embedded model", f"{folder} ({state})")
+    info = read_server_info(settings)
+    if info is None:
+        table.add_row("local server", "not running (inboxrl model serve)")
+    else:
+        table.add_row("local server", f"pid {info.pid} at {info.base_url}, log {info.log_path}")
+    table.add_row("endpoint", settings.base_url)
+    try:
+        models = served_models(settings)
+        table.add_row("served models", ", ".join(models))
+    except ModelError as e:
+        table.add_row("served models", f"[red]{e}[/red]")
+    Console().print(table)
+
+
+def register(cli: typer.Typer) -> None:
+    """Add the `model` command group to the `inboxrl` CLI."""
+    cli.add_typer(app, name="model")

