@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.inbox",
     "tests.fixtures.model",
+    "tests.fixtures.tools",
 ]

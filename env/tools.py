@@ -1,0 +1,417 @@
+"""The agent's tools: search one inbox, read an email, give the final answer.
+
+``make_tools(db, inbox, query_date)`` returns an :class:`InboxTools` bound to one inbox and one
+question date. The model never sees (and cannot pass) the inbox or the date: every query is scoped
+to the inbox's rows and clamped to emails dated up to the end of ``query_date`` (ART·E leaked
+future emails). The OpenAI tool schemas come from the method signatures and their Google-style
+docstrings (:meth:`InboxTools.schemas`); :meth:`InboxTools.call` dispatches a model's tool call,
+validating its JSON arguments against the same signatures, and never raises for bad model input.
+
+Departures from ART·E's ``search_emails``:
+
+- an inbox is a mailbox (the ``emails.inbox`` column), not every message naming the owner;
+- keywords are quoted as literal FTS5 phrases, so model text cannot inject FTS5 syntax;
+- when no email has every keyword, emails with any of them are returned (still ranked by BM25);
+- ``read_email`` returns the to/cc/bcc lists and accepts the Message-ID of any copy of a message.
+
+Try it: ``inboxrl search --inbox allen-p --date 2001-05-01 gas prices``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import sqlite_utils
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from env.db import Inbox, get_inbox, open_db
+
+log = logging.getLogger(__name__)
+
+TOOL_NAMES = ("search_emails", "read_email", "return_final_answer")
+MAX_RESULTS = 50  # search_emails returns at most this many emails
+MAX_KEYWORDS = 20
+MAX_ARG_CHARS = 200  # per keyword, address filter or message id
+SNIPPET_TOKENS = 24
+HIGHLIGHT = ("**", "**")  # FTS5 snippet() markers around matched terms
+# bm25 column weights (subject, body): a hit in the subject says more about what an email is about.
+BM25_WEIGHTS = (2.0, 1.0)
+
+
+class ToolError(ValueError):
+    """A tool call the model can fix; the message says how."""
+
+
+@dataclass
+class ToolResult:
+    """What one tool call gave back: ``content`` is the tool message the model reads next."""
+
+    name: str
+    arguments: str | dict
+    content: str
+    error: str | None = None
+
+    @property
+    def is_final(self) -> bool:
+        """True when this was a successful ``return_final_answer``: the episode is over."""
+        return self.name == "return_final_answer" and self.error is None
+
+
+def make_tools(
+    db: sqlite_utils.Database | str | Path, inbox: str | Inbox, query_date: date | str | None
+) -> InboxTools:
+    """Tools bound to one inbox and one question date.
+
+    :param db: an open inbox DB (``env.db.open_db``) or its path.
+    :param inbox: an :class:`~env.db.Inbox`, its key (``allen-p``) or any owner address;
+        raises :class:`~env.db.NoInbox` when the DB has no such inbox.
+    :param query_date: the question's date (``date`` or ``"YYYY-MM-DD"``): emails dated after the
+        end of that day (UTC), or with no date, are invisible. ``None`` shows every email.
+    """
+    if not isinstance(db, sqlite_utils.Database):
+        db = open_db(db)
+    if not isinstance(inbox, Inbox):
+        inbox = get_inbox(db, inbox)
+    return InboxTools(db, inbox, _as_date(query_date))
+
+
+def _as_date(value: date | str | None) -> date | None:
+    if value is None or (isinstance(value, date) and not isinstance(value, datetime)):
+        return value
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).date() if value.tzinfo else value.date()
+    try:
+        return date.fromisoformat(str(value).strip()[:10])
+    except ValueError:
+        raise ValueError(f"query_date must be YYYY-MM-DD, got {value!r}") from None
+
+
+class InboxTools:
+    """``search_emails``, ``read_email`` and ``return_final_answer`` over one inbox up to one date."""
+
+    def __init__(self, db: sqlite_utils.Database, inbox: Inbox, query_date: date | None) -> None:
+        self.db = db
+        self.inbox = inbox
+        self.query_date = query_date
+        # Emails dated before this instant are visible (exclusive bound: the day after query_date).
+        self.until = _iso(query_date + timedelta(days=1)) if query_date else None
+
+    # ---- the tools (their signatures and docstrings ARE the model-facing schema) ----
+
+    def search_emails(
+        self,
+        keywords: list[str],
+        from_addr: str | None = None,
+        to_addr: str | None = None,
+        sent_after: str | None = None,
+        sent_before: str | None = None,
+        max_results: int = 10,
+    ) -> list[dict]:
+        """Search the inbox for emails whose subject or body contain the keywords, best match first.
+
+        Each keyword is matched as a literal word or phrase (case-insensitive; "report" also
+        matches "reports"). Results contain every keyword; only when no email has all of them are
+        emails with any of them returned.
+
+        Args:
+            keywords: Words or short phrases to look for, e.g. ["gas", "price forecast"].
+            from_addr: Only emails whose sender address or name contains this text.
+            to_addr: Only emails with a to/cc/bcc recipient whose address or name contains this text.
+            sent_after: Only emails sent on or after this date (YYYY-MM-DD).
+            sent_before: Only emails sent before this date (YYYY-MM-DD).
+            max_results: How many emails to return (1 to 50).
+
+        Returns:
+            A list of {message_id, subject, from_address, date, snippet}; the snippet shows the
+            matched terms between ** marks.
+        """
+        sql, params = self.search_sql(keywords, from_addr, to_addr, sent_after, sent_before, max_results)
+        rows = self.db.execute(sql, params).fetchall()
+        any_query = self._fts_query(keywords, "OR")
+        if not rows and len(any_query.phrases) > 1:
+            rows = self.db.execute(sql, {**params, "query": any_query.text}).fetchall()
+        columns = ("message_id", "subject", "from_address", "date", "snippet")
+        return [dict(zip(columns, row, strict=True)) for row in rows]
+
+    def read_email(self, message_id: str) -> dict:
+        """Read one email in full.
+
+        Args:
+            message_id: The message_id of an email, as returned by search_emails.
+
+        Returns:
+            {message_id, subject, from_address, from_name, date, to, cc, bcc, folder, body}.
+        """
+        wanted = _clean_id(message_id)
+        sql = (
+            "select id, message_id, subject, from_address, from_name, date, folder, body from emails "
+            "where inbox = :inbox and (message_id in (:bare, :angled) or id in ("
+            "select email_id from message_ids where inbox = :inbox and message_id in (:bare, :angled)))"
+        )
+        params = {"inbox": self.inbox.id, "bare": wanted, "angled": f"<{wanted}>"}
+        if self.until:
+            sql += " and date < :until"
+            params["until"] = self.until
+        row = self.db.execute(sql + " limit 1", params).fetchone()
+        if row is None:
+            raise ToolError(f"No email {message_id!r} in this inbox; use a message_id from search_emails.")
+        email_id, msg_id, subject, from_address, from_name, sent, folder, body = row
+        recipients: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
+        for kind, address, name in self.db.execute(
+            "select kind, address, name from recipients where email_id = ? order by rowid", [email_id]
+        ):
+            recipients.setdefault(kind, []).append(f"{name} <{address}>" if name else address)
+        return {
+            "message_id": msg_id,
+            "subject": subject,
+            "from_address": from_address,
+            "from_name": from_name,
+            "date": sent,
+            **recipients,
+            "folder": folder,
+            "body": body,
+        }
+
+    def return_final_answer(self, answer: str, sources: list[str]) -> dict:
+        """Give the final answer to the user's question; this ends the conversation.
+
+        If the emails do not answer the question, say "I don't know" with no sources: an honest
+        "I don't know" is better than a wrong answer.
+
+        Args:
+            answer: The answer to the question, or "I don't know".
+            sources: The message_ids of the emails that support the answer (empty for "I don't know").
+
+        Returns:
+            {answer, sources}.
+        """
+        if len(sources) > MAX_RESULTS:
+            raise ToolError(f"Give at most {MAX_RESULTS} sources: the message_ids that support the answer.")
+        return {"answer": answer.strip(), "sources": [_clean_id(s) for s in sources if s.strip()]}
+
+    # ---- schemas and dispatch ----
+
+    @classmethod
+    def schemas(cls) -> list[dict]:
+        """The OpenAI ``tools=`` list, generated from the tool signatures and docstrings."""
+        return [_tool_schema(name) for name in TOOL_NAMES]
+
+    def call(self, name: str, arguments: str | dict | None) -> ToolResult:
+        """Run one tool call from the model. Never raises for bad model input: errors go in the result.
+
+        :param name: the tool's name.
+        :param arguments: the call's arguments, a JSON object text (as models send it) or a dict.
+        """
+        try:
+            if name not in TOOL_NAMES:
+                raise ToolError(f"Unknown tool {name!r}; the tools are {', '.join(TOOL_NAMES)}.")
+            args = _parse_arguments(arguments)
+            model = _arguments_model(name)
+            try:
+                valid = model.model_validate(args)
+            except ValidationError as e:
+                raise ToolError(_explain(name, e)) from None
+            result = getattr(self, name)(**dict(valid))
+            content = json.dumps(result, ensure_ascii=False)
+            return ToolResult(name, arguments, content)
+        except ToolError as e:
+            message = str(e)
+        except Exception as e:  # a bug or a DB failure: report it, keep the rollout alive
+            log.exception("tool %s failed on %r", name, arguments)
+            message = f"The tool failed unexpectedly ({type(e).__name__}: {e}); try a different call."
+        return ToolResult(name, arguments, f"Error: {message}", error=message)
+
+    # ---- SQL ----
+
+    def search_sql(
+        self,
+        keywords: list[str],
+        from_addr: str | None = None,
+        to_addr: str | None = None,
+        sent_after: str | None = None,
+        sent_before: str | None = None,
+        max_results: int = 10,
+    ) -> tuple[str, dict[str, Any]]:
+        """The SQL and parameters ``search_emails`` runs first (all keywords), e.g. for ``--sql``."""
+        if max_results < 1:
+            raise ToolError(f"max_results must be between 1 and {MAX_RESULTS}.")
+        params: dict[str, Any] = {
+            "query": self._fts_query(keywords, "AND").text,
+            "inbox": self.inbox.id,
+            "limit": min(max_results, MAX_RESULTS),
+            "weights": "bm25({}, {})".format(*BM25_WEIGHTS),
+        }
+        where = ["emails_fts match :query", "rank match :weights", "e.inbox = :inbox"]
+        if self.until:
+            where.append("e.date < :until")
+            params["until"] = self.until
+        if sent_after:
+            where.append("e.date >= :sent_after")
+            params["sent_after"] = _date_arg("sent_after", sent_after)
+        if sent_before:
+            where.append("e.date < :sent_before")
+            params["sent_before"] = _date_arg("sent_before", sent_before)
+        if from_addr:
+            where.append(
+                r"(e.from_address like :from_addr escape '\' or e.from_name like :from_addr escape '\')"
+            )
+            params["from_addr"] = _like_arg("from_addr", from_addr)
+        if to_addr:
+            where.append(
+                "exists (select 1 from recipients r where r.email_id = e.id and "
+                r"(r.address like :to_addr escape '\' or r.name like :to_addr escape '\'))"
+            )
+            params["to_addr"] = _like_arg("to_addr", to_addr)
+        start, end = HIGHLIGHT
+        sql = (
+            "select e.message_id, e.subject, e.from_address, e.date, "
+            f"snippet(emails_fts, -1, '{start}', '{end}', ' … ', {SNIPPET_TOKENS}) as snippet\n"
+            "from emails_fts join emails e on e.id = emails_fts.rowid\n"
+            "where " + "\n  and ".join(where) + "\norder by rank\nlimit :limit"
+        )
+        return sql, params
+
+    def _fts_query(self, keywords: list[str], op: str) -> _FtsQuery:
+        if not isinstance(keywords, list) or not all(isinstance(k, str) for k in keywords):
+            raise ToolError('keywords must be a list of strings, e.g. ["budget", "meeting"].')
+        if len(keywords) > MAX_KEYWORDS:
+            raise ToolError(f"Use at most {MAX_KEYWORDS} keywords; pick the few most specific words.")
+        for keyword in keywords:
+            if len(keyword) > MAX_ARG_CHARS:
+                raise ToolError(f"Keywords are words or short phrases of at most {MAX_ARG_CHARS} characters.")
+        # A keyword with no letter or digit has no token for FTS5's unicode61 tokenizer.
+        phrases = tuple('"' + k.replace('"', '""') + '"' for k in keywords if any(c.isalnum() for c in k))
+        if not phrases:
+            raise ToolError('Give at least one keyword with letters or digits, e.g. ["budget", "meeting"].')
+        return _FtsQuery(phrases, f" {op} ".join(phrases))
+
+
+@dataclass(frozen=True)
+class _FtsQuery:
+    phrases: tuple[str, ...]
+    text: str
+
+
+# ---- argument helpers ----
+
+
+def _iso(day: date) -> str:
+    return f"{day.isoformat()}T00:00:00Z"
+
+
+def _date_arg(name: str, value: str) -> str:
+    text = value.strip()
+    try:
+        if len(text) <= 10:
+            return _iso(date.fromisoformat(text))
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ToolError(f"{name} must be a date like 2001-05-31, got {value[:40]!r}.") from None
+    if moment.tzinfo:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _like_arg(name: str, value: str) -> str:
+    text = value.strip()
+    if len(text) > MAX_ARG_CHARS:
+        raise ToolError(f"{name} is an email address or name of at most {MAX_ARG_CHARS} characters.")
+    escaped = re.sub(r"([\\%_])", r"\\\1", text)
+    return f"%{escaped}%"
+
+
+def _clean_id(message_id: str) -> str:
+    text = message_id.strip()
+    if len(text) > MAX_ARG_CHARS * 5:
+        raise ToolError("That is not a message_id; use a message_id from search_emails.")
+    return text.removeprefix("<").removesuffix(">").strip()
+
+
+def _parse_arguments(arguments: str | dict | None) -> dict:
+    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
+        return {}
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except (ValueError, RecursionError) as e:
+            raise ToolError(f"The arguments are not valid JSON ({e}); send a JSON object.") from None
+    if not isinstance(arguments, dict):
+        raise ToolError('The arguments must be a JSON object, e.g. {"keywords": ["budget"]}.')
+    return arguments
+
+
+def _explain(name: str, error: ValidationError) -> str:
+    problems = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(part) for part in item["loc"]) or "arguments"
+        if item["type"] == "extra_forbidden":
+            problems.append(f"{where} is not an argument of {name}")
+        elif item["type"] == "missing":
+            problems.append(f"{where} is required")
+        else:
+            problems.append(f"{where}: {item['msg']} (got {json.dumps(item.get('input'))[:60]})")
+    expected = ", ".join(_tool_schema(name)["function"]["parameters"]["properties"])
+    return f"Bad arguments for {name}: {'; '.join(problems)}. Its arguments are: {expected}."
+
+
+# ---- schema generation from signatures and Google-style docstrings ----
+
+
+def _docstring_parts(func: Any) -> tuple[str, dict[str, str], str]:
+    """Split a Google-style docstring into (description, {arg: help}, returns)."""
+    doc = inspect.getdoc(func) or ""
+    sections = re.split(r"^(Args|Returns):\s*$", doc, flags=re.MULTILINE)
+    paragraphs = re.split(r"\n\s*\n", sections[0].strip())
+    description = "\n\n".join(" ".join(p.split()) for p in paragraphs)
+    named = dict(zip(sections[1::2], sections[2::2], strict=True))
+    args: dict[str, str] = {}
+    current = None
+    for line in named.get("Args", "").splitlines():
+        match = re.match(r"^\s*(\w+):\s*(.*)$", line)
+        if match and not line.startswith(" " * 8):
+            current = match.group(1)
+            args[current] = match.group(2).strip()
+        elif current and line.strip():
+            args[current] += " " + line.strip()
+    returns = " ".join(named.get("Returns", "").split())
+    return description, args, returns
+
+
+@cache
+def _arguments_model(name: str) -> type[BaseModel]:
+    """A pydantic model of the tool's arguments: the validator and the JSON schema, from one place."""
+    func = getattr(InboxTools, name)
+    _, helps, _ = _docstring_parts(func)
+    hints = get_type_hints(func)
+    fields: dict[str, Any] = {}
+    for param in list(inspect.signature(func).parameters.values())[1:]:  # skip self
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[param.name] = (hints[param.name], Field(default, description=helps[param.name]))
+    return create_model(f"{name}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+@cache
+def _tool_schema(name: str) -> dict:
+    description, _, returns = _docstring_parts(getattr(InboxTools, name))
+    schema = _arguments_model(name).model_json_schema()
+    properties = {}
+    for arg, spec in schema["properties"].items():
+        spec.pop("title", None)
+        options = [s for s in spec.pop("anyOf", []) if s.get("type") != "null"]
+        if options:  # "str | None = None" is an optional string: not required, default null
+            spec.update(options[0])
+            spec.pop("default", None)
+        properties[arg] = spec
+    if returns:
+        description += f"\n\nReturns: {returns}"
+    parameters = {"type": "object", "properties": properties, "required": schema.get("required", [])}
+    function = {"name": name, "description": description, "parameters": parameters}
+    return {"type": "function", "function": function}

@@ -1,0 +1,257 @@
+"""The agent's tools (env/tools.py): scoping, date clamping, ranking, schemas, dispatch, hostile input."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from datetime import date
+
+import pytest
+
+from env.db import NoInbox, open_db
+from env.tools import TOOL_NAMES, InboxTools, ToolError, make_tools
+from tests.fixtures.tools import QUERY_DATE
+
+
+@pytest.fixture
+def db(tools_db_path):
+    db = open_db(tools_db_path)
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def alice(db) -> InboxTools:
+    return make_tools(db, "alice-a", QUERY_DATE)
+
+
+def ids(results: list[dict]) -> list[str]:
+    return [r["message_id"] for r in results]
+
+
+# ---- binding: inbox and date ----
+
+
+def test_inbox_resolves_by_key_or_any_owner_address(db):
+    assert make_tools(db, "alice-a", None).inbox.id == "alice-a"
+    assert make_tools(db, "A.Smith@Example.com", None).inbox.id == "alice-a"
+    with pytest.raises(NoInbox, match="alice-a"):
+        make_tools(db, "nobody@example.com", None)
+
+
+def test_query_date_accepts_date_or_string(db):
+    assert make_tools(db, "alice-a", date(2001, 5, 1)).until == "2001-05-02T00:00:00Z"
+    assert make_tools(db, "alice-a", "2001-05-01").until == "2001-05-02T00:00:00Z"
+    assert make_tools(db, "alice-a", None).until is None
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        make_tools(db, "alice-a", "May 1st")
+
+
+def test_search_is_scoped_to_the_inbox(db, alice):
+    assert ids(alice.search_emails(["forecast"])) == ["<m1.alice@example.com>"]
+    assert alice.search_emails(["bobsecret"]) == []
+    bob = make_tools(db, "bob@example.com", QUERY_DATE)
+    assert ids(bob.search_emails(["bobsecret"])) == ["<m6.bob@example.com>"]
+
+
+def test_future_and_undated_emails_are_invisible_after_the_clamp(db, alice):
+    assert alice.search_emails(["merger"]) == []
+    assert alice.search_emails(["zebra"]) == []
+    with pytest.raises(ToolError, match="use a message_id from search_emails"):
+        alice.read_email("<m3.alice@example.com>")
+    # The clamp includes the whole query day; None shows everything.
+    on_the_day = make_tools(db, "alice-a", "2001-06-01")
+    assert ids(on_the_day.search_emails(["merger"])) == ["<m3.alice@example.com>"]
+    unclamped = make_tools(db, "alice-a", None)
+    assert ids(unclamped.search_emails(["zebra"])) == ["<m5.alice@example.com>"]
+    # Still clamped through the OR fallback and explicit date filters.
+    assert "<m3.alice@example.com>" not in ids(alice.search_emails(["merger", "gas"]))
+    assert alice.search_emails(["gas"], sent_after="2001-05-15") == []
+
+
+# ---- search_emails ----
+
+
+def test_search_ranks_by_bm25_not_by_date(alice):
+    # m4 (March) says "budget" four times, subject included; m2 (April, newer) once in a long body.
+    assert ids(alice.search_emails(["budget"])) == ["<m4.alice@example.com>", "<m2.alice@example.com>"]
+
+
+def test_search_result_fields_and_highlighted_snippet(alice):
+    [hit] = alice.search_emails(["henry hub"])
+    assert set(hit) == {"message_id", "subject", "from_address", "date", "snippet"}
+    assert hit["subject"] == "Gas price forecast for May"
+    assert hit["from_address"] == "bob@example.com"
+    assert hit["date"] == "2001-04-20T10:00:00Z"
+    assert "**Henry Hub**" in hit["snippet"]
+
+
+def test_keywords_are_stemmed_and_case_insensitive(alice):
+    assert ids(alice.search_emails(["REPORTS"])) == ["<m4.alice@example.com>"]
+
+
+def test_all_keywords_first_then_any(alice):
+    assert ids(alice.search_emails(["gas", "storage"])) == ["<m1.alice@example.com>"]
+    # No email has both "offsite" and "storage": emails with either come back.
+    assert set(ids(alice.search_emails(["offsite", "storage"]))) == {
+        "<m1.alice@example.com>",
+        "<m2.alice@example.com>",
+    }
+
+
+def test_a_multi_word_keyword_is_a_phrase(alice):
+    assert ids(alice.search_emails(["price forecast"])) == ["<m1.alice@example.com>"]
+    assert alice.search_emails(["forecast price"]) == []
+
+
+def test_filters(alice):
+    assert ids(alice.search_emails(["budget"], from_addr="CAROL")) == [
+        "<m4.alice@example.com>",
+        "<m2.alice@example.com>",
+    ]
+    assert alice.search_emails(["budget"], from_addr="bob@example.com") == []
+    assert ids(alice.search_emails(["budget"], to_addr="team@")) == ["<m2.alice@example.com>"]
+    assert ids(alice.search_emails(["gas"], to_addr="dave")) == ["<m1.alice@example.com>"]  # bcc counts
+    assert ids(alice.search_emails(["budget"], sent_after="2001-04-01")) == ["<m2.alice@example.com>"]
+    assert ids(alice.search_emails(["budget"], sent_before="2001-04-01")) == ["<m4.alice@example.com>"]
+    assert ids(alice.search_emails(["budget"], sent_after="2001-04-25T16:30:00Z")) == [
+        "<m2.alice@example.com>"
+    ]
+    # LIKE wildcards in a filter are literal characters.
+    assert alice.search_emails(["budget"], from_addr="%") == []
+
+
+def test_max_results(alice):
+    assert len(alice.search_emails(["budget"], max_results=1)) == 1
+    assert len(alice.search_emails(["budget"], max_results=1000)) == 2
+    with pytest.raises(ToolError, match="max_results"):
+        alice.search_emails(["budget"], max_results=0)
+
+
+def test_every_search_result_can_be_read(alice):
+    for keyword in ["gas", "budget", "team", "the"]:
+        for hit in alice.search_emails([keyword], max_results=50):
+            assert alice.read_email(hit["message_id"])["message_id"] == hit["message_id"]
+
+
+def test_search_sql_is_the_query_search_runs(alice):
+    sql, params = alice.search_sql(["gas"], from_addr="bob")
+    assert "emails_fts match :query" in sql and "e.inbox = :inbox" in sql and "e.date < :until" in sql
+    assert params["query"] == '"gas"' and params["inbox"] == "alice-a" and params["from_addr"] == "%bob%"
+    assert [row[0] for row in alice.db.execute(sql, params)] == ids(
+        alice.search_emails(["gas"], from_addr="bob")
+    )
+
+
+# ---- read_email ----
+
+
+def test_read_email_returns_recipients(alice):
+    email = alice.read_email("<m1.alice@example.com>")
+    assert email == {
+        "message_id": "<m1.alice@example.com>",
+        "subject": "Gas price forecast for May",
+        "from_address": "bob@example.com",
+        "from_name": "Bob Jones",
+        "date": "2001-04-20T10:00:00Z",
+        "to": ["Alice Smith <alice@example.com>"],
+        "cc": ["carol@example.com"],
+        "bcc": ["dave@example.com"],
+        "folder": "inbox",
+        "body": "Alice, the gas price forecast for May is $5.10 at Henry Hub. Gas storage is low.",
+    }
+
+
+@pytest.mark.parametrize(
+    "message_id",
+    [
+        "m1.alice@example.com",
+        " <m1.alice@example.com> ",
+        "<m1-copy.alice@example.com>",
+        "m1-copy.alice@example.com",
+    ],
+)
+def test_read_email_accepts_any_copy_with_or_without_brackets(alice, message_id):
+    assert alice.read_email(message_id)["message_id"] == "<m1.alice@example.com>"
+
+
+def test_read_email_refuses_other_inboxes(alice):
+    with pytest.raises(ToolError, match="No email"):
+        alice.read_email("<m6.bob@example.com>")
+
+
+# ---- return_final_answer ----
+
+
+def test_i_dont_know_is_a_first_class_answer(alice):
+    assert alice.return_final_answer("I don't know", []) == {"answer": "I don't know", "sources": []}
+    result = alice.call("return_final_answer", {"answer": "I don't know", "sources": []})
+    assert result.error is None and result.is_final
+    assert json.loads(result.content) == {"answer": "I don't know", "sources": []}
+
+
+def test_final_answer_cleans_sources(alice):
+    answer = alice.return_final_answer(" $5.10 ", [" <m1.alice@example.com>", ""])
+    assert answer == {"answer": "$5.10", "sources": ["m1.alice@example.com"]}
+
+
+# ---- schemas ----
+
+
+def test_schemas_are_generated_from_the_signatures():
+    schemas = InboxTools.schemas()
+    assert [s["function"]["name"] for s in schemas] == list(TOOL_NAMES)
+    for schema in schemas:
+        function = schema["function"]
+        method = getattr(InboxTools, function["name"])
+        params = list(inspect.signature(method).parameters)[1:]
+        assert list(function["parameters"]["properties"]) == params
+        assert function["description"].startswith(inspect.getdoc(method).splitlines()[0])
+        assert all(p["description"] for p in function["parameters"]["properties"].values())
+        assert "inbox" not in json.dumps(function["parameters"]).replace("the inbox", "")
+        assert "query_date" not in json.dumps(function["parameters"])
+    search = schemas[0]["function"]["parameters"]
+    assert search["required"] == ["keywords"]
+    assert search["properties"]["keywords"] == {
+        "description": 'Words or short phrases to look for, e.g. ["gas", "price forecast"].',
+        "items": {"type": "string"},
+        "type": "array",
+    }
+    assert search["properties"]["from_addr"]["type"] == "string"
+    assert search["properties"]["max_results"]["default"] == 10
+
+
+# ---- call(): dispatch ----
+
+
+def test_call_runs_json_arguments(alice):
+    result = alice.call("search_emails", '{"keywords": ["forecast"]}')
+    assert result.error is None and not result.is_final
+    assert ids(json.loads(result.content)) == ["<m1.alice@example.com>"]
+    result = alice.call("read_email", {"message_id": "m2.alice@example.com"})
+    assert json.loads(result.content)["subject"] == "Team offsite"
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments", "hint"),
+    [
+        ("delete_emails", "{}", "the tools are search_emails, read_email, return_final_answer"),
+        ("search_emails", '{"keywords": ["gas"', "not valid JSON"),
+        ("search_emails", '["gas"]', "must be a JSON object"),
+        ("search_emails", "", "keywords is required"),
+        ("search_emails", None, "keywords is required"),
+        (
+            "search_emails",
+            {"keywords": ["gas"], "inbox": "bob-b"},
+            "inbox is not an argument of search_emails",
+        ),
+        ("search_emails", {"keywords": ["gas"], "query_date": None}, "query_date is not an argument"),
+        ("read_email", {"message_id": "nope"}, "No email 'nope' in this inbox"),
+        ("return_final_answer", {"answer": "x"}, "sources is required"),
+    ],
+)
+def test_call_turns_bad_calls_into_tool_errors(alice, name, arguments, hint):
+    result = alice.call(name, arguments)
+    assert result.error is not None and hint in result.error
+    assert result.content == f"Error: {result.error}"
+    assert not result.is_final
