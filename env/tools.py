@@ -23,6 +23,7 @@ import inspect
 import json
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
@@ -41,6 +42,12 @@ MAX_RESULTS = 50  # search_emails returns at most this many emails
 MAX_KEYWORDS = 20
 MAX_ARG_CHARS = 200  # per keyword, address filter or message id
 SNIPPET_TOKENS = 24
+# Shown in the error message when a call's arguments do not fit the tool's signature.
+EXAMPLES = {
+    "search_emails": '{"keywords": ["gas", "price"], "sent_after": "2001-01-01", "max_results": 10}',
+    "read_email": '{"message_id": "<an id from search_emails>"}',
+    "return_final_answer": '{"answer": "...", "sources": ["<message_id>", ...]}',
+}
 HIGHLIGHT = ("**", "**")  # FTS5 snippet() markers around matched terms
 # bm25 column weights (subject, body): a hit in the subject says more about what an email is about.
 BM25_WEIGHTS = (2.0, 1.0)
@@ -288,7 +295,8 @@ class InboxTools:
             if len(keyword) > MAX_ARG_CHARS:
                 raise ToolError(f"Keywords are words or short phrases of at most {MAX_ARG_CHARS} characters.")
         # A keyword with no letter or digit has no token for FTS5's unicode61 tokenizer.
-        phrases = tuple('"' + k.replace('"', '""') + '"' for k in keywords if any(c.isalnum() for c in k))
+        cleaned = [_plain(k) for k in keywords]
+        phrases = tuple('"' + k.replace('"', '""') + '"' for k in cleaned if any(c.isalnum() for c in k))
         if not phrases:
             raise ToolError('Give at least one keyword with letters or digits, e.g. ["budget", "meeting"].')
         return _FtsQuery(phrases, f" {op} ".join(phrases))
@@ -301,6 +309,14 @@ class _FtsQuery:
 
 
 # ---- argument helpers ----
+
+
+def _plain(text: str) -> str:
+    """``text`` with control and format characters (NUL, zero-width, bidi overrides) made spaces.
+
+    FTS5's query parser stops at a NUL, and invisible characters only hide words from the tokenizer.
+    """
+    return "".join(" " if unicodedata.category(c) in ("Cc", "Cf") else c for c in text)
 
 
 def _iso(day: date) -> str:
@@ -321,7 +337,7 @@ def _date_arg(name: str, value: str) -> str:
 
 
 def _like_arg(name: str, value: str) -> str:
-    text = value.strip()
+    text = _plain(value).strip()
     if len(text) > MAX_ARG_CHARS:
         raise ToolError(f"{name} is an email address or name of at most {MAX_ARG_CHARS} characters.")
     escaped = re.sub(r"([\\%_])", r"\\\1", text)
@@ -329,7 +345,7 @@ def _like_arg(name: str, value: str) -> str:
 
 
 def _clean_id(message_id: str) -> str:
-    text = message_id.strip()
+    text = _plain(message_id).strip()
     if len(text) > MAX_ARG_CHARS * 5:
         raise ToolError("That is not a message_id; use a message_id from search_emails.")
     return text.removeprefix("<").removesuffix(">").strip()
@@ -358,8 +374,7 @@ def _explain(name: str, error: ValidationError) -> str:
             problems.append(f"{where} is required")
         else:
             problems.append(f"{where}: {item['msg']} (got {json.dumps(item.get('input'))[:60]})")
-    expected = ", ".join(_tool_schema(name)["function"]["parameters"]["properties"])
-    return f"Bad arguments for {name}: {'; '.join(problems)}. Its arguments are: {expected}."
+    return f"Bad arguments for {name}: {'; '.join(problems)}. Call it like this: {EXAMPLES[name]}"
 
 
 # ---- schema generation from signatures and Google-style docstrings ----

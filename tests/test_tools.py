@@ -255,3 +255,161 @@ def test_call_turns_bad_calls_into_tool_errors(alice, name, arguments, hint):
     assert result.error is not None and hint in result.error
     assert result.content == f"Error: {result.error}"
     assert not result.is_final
+
+
+# ---- hostile input: every row must give a tool error or a valid in-scope result, never a crash ----
+
+VISIBLE = {
+    "<m1.alice@example.com>",
+    "<m2.alice@example.com>",
+    "<m4.alice@example.com>",
+}  # alice-a up to 2001-05-01
+LONG = "gas " * 2500  # 10,000 characters
+
+HOSTILE_KEYWORDS = [
+    '"',
+    '""',
+    'gas"',
+    '"gas',
+    'gas "price',
+    "gas NEAR price",
+    "NEAR(gas price)",
+    "NEAR",
+    "gas*",
+    "*",
+    "-gas",
+    "gas -price",
+    "subject:gas",
+    "body:merger",
+    "^gas",
+    "gas)",
+    "(gas",
+    "((",
+    "gas AND",
+    "AND",
+    "OR",
+    "NOT",
+    "gas OR merger",
+    "NOT gas",
+    "merger",
+    "zebra",
+    "bobsecret",
+    "{subject body}: merger",
+    "inbox:bob-b",
+    "'; drop table emails; --",
+    "1' OR '1'='1",
+    "emails_fts",
+    "Ünïcödé",
+    "🔥",
+    "🔥gas🔥",
+    "مرحبا بالعالم",
+    "\u202egas",
+    "gas\u200bprice",
+    "gas\x00merger",
+    "\x00",
+    "a" * 10_000,
+    LONG,
+]
+
+
+@pytest.mark.parametrize("keyword", HOSTILE_KEYWORDS, ids=lambda k: repr(k[:20]))
+def test_hostile_keywords(db, alice, keyword):
+    for keywords in ([keyword], ["gas", keyword], [keyword, keyword]):
+        result = alice.call("search_emails", {"keywords": keywords})
+        check_hostile_result(result)
+    assert db["emails"].count == 6
+
+
+HOSTILE_CALLS = [
+    ("search_emails", {"keywords": "gas"}),
+    ("search_emails", {"keywords": 5}),
+    ("search_emails", {"keywords": None}),
+    ("search_emails", {"keywords": [["gas"]]}),
+    ("search_emails", {"keywords": [1, 2]}),
+    ("search_emails", {"keywords": {"gas": 1}}),
+    ("search_emails", {"keywords": []}),
+    ("search_emails", {"keywords": [""]}),
+    ("search_emails", {"keywords": [" ", "\t"]}),
+    ("search_emails", {"keywords": ["gas"] * 1000}),
+    ("search_emails", {"keywords": ["gas"], "max_results": "ten"}),
+    ("search_emails", {"keywords": ["gas"], "max_results": -1}),
+    ("search_emails", {"keywords": ["gas"], "max_results": 10**30}),
+    ("search_emails", {"keywords": ["gas"], "max_results": 1.5}),
+    ("search_emails", {"keywords": ["gas"], "max_results": None}),
+    ("search_emails", {"keywords": ["gas"], "from_addr": 5}),
+    ("search_emails", {"keywords": ["gas"], "from_addr": "%' OR 1=1 --"}),
+    ("search_emails", {"keywords": ["gas"], "from_addr": "_"}),
+    ("search_emails", {"keywords": ["gas"], "to_addr": "x" * 10_000}),
+    ("search_emails", {"keywords": ["gas"], "from_addr": None, "to_addr": None}),
+    ("search_emails", {"keywords": ["gas"], "sent_after": "yesterday"}),
+    ("search_emails", {"keywords": ["gas"], "sent_after": "2001-13-45"}),
+    ("search_emails", {"keywords": ["merger"], "sent_after": "2001-05-15"}),
+    ("search_emails", {"keywords": ["merger"], "sent_before": "2099-01-01"}),
+    ("search_emails", {"keywords": ["gas"], "sent_before": "9" * 10_000}),
+    ("search_emails", {"keywords": ["gas"], "sent_after": ["2001-01-01"]}),
+    ("search_emails", '{"keywords": ["gas"], "keywords": ["merger"]}'),
+    ("search_emails", "[" * 100_000),
+    ("search_emails", "null"),
+    ("search_emails", '"gas"'),
+    ("search_emails", LONG),
+    ("read_email", {"message_id": None}),
+    ("read_email", {"message_id": 5}),
+    ("read_email", {"message_id": ["<m1.alice@example.com>"]}),
+    ("read_email", {"message_id": ""}),
+    ("read_email", {"message_id": "<>"}),
+    ("read_email", {"message_id": "%"}),
+    ("read_email", {"message_id": "<m1%"}),
+    ("read_email", {"message_id": "'; drop table emails; --"}),
+    ("read_email", {"message_id": "x" * 10_000}),
+    ("read_email", {"message_id": "🔥"}),
+    ("read_email", {"message_id": "<m6.bob@example.com>"}),
+    ("read_email", {"message_id": "<m3.alice@example.com>"}),
+    ("read_email", {"message_id": "m3.alice@example.com"}),
+    ("read_email", {"message_id": "<m5.alice@example.com>"}),
+    ("read_email", {"message_id": "6"}),
+    ("read_email", {}),
+    ("return_final_answer", {"answer": None, "sources": []}),
+    ("return_final_answer", {"answer": "x", "sources": "<m1.alice@example.com>"}),
+    ("return_final_answer", {"answer": "x", "sources": [None]}),
+    ("return_final_answer", {"answer": "x" * 10_000, "sources": ["🔥"]}),
+    ("return_final_answer", {"answer": "x", "sources": ["m"] * 1000}),
+    ("return_final_answer", {"answer": ["x"], "sources": []}),
+    ("functions.search_emails", {"keywords": ["gas"]}),
+    ("", {}),
+    ("__init__", {}),
+    ("call", {"name": "read_email", "arguments": {}}),
+    ("schemas", {}),
+    ("search_sql", {"keywords": ["gas"]}),
+]
+
+
+@pytest.mark.parametrize(("name", "arguments"), HOSTILE_CALLS, ids=lambda v: repr(v)[:40])
+def test_hostile_calls(db, alice, name, arguments):
+    check_hostile_result(alice.call(name, arguments))
+    assert db["emails"].count == 6
+
+
+def check_hostile_result(result):
+    """A clear tool error, or a valid result holding nothing outside alice-a before the query date."""
+    if result.error is not None:
+        assert "unexpectedly" not in result.error, result.error
+        assert result.content.startswith("Error: ") and len(result.content) < 1000
+        return
+    value = json.loads(result.content)
+    if result.name == "search_emails":
+        assert {hit["message_id"] for hit in value} <= VISIBLE
+    elif result.name == "read_email":
+        assert value["message_id"] in VISIBLE
+    else:
+        assert result.is_final and set(value) == {"answer", "sources"}
+
+
+def test_hostile_keywords_that_hold_words_still_search(alice):
+    # Syntax characters are literal: the words around them are still found.
+    for keyword in ['gas"', "(gas", "gas)", "gas*", "-gas", "^gas", "🔥gas🔥", "gas\u200b"]:
+        found = ids(alice.search_emails([keyword]))
+        assert "<m1.alice@example.com>" in found, keyword
+    assert alice.search_emails(["gas NEAR price"]) == []  # a literal phrase, not the NEAR operator
+    assert alice.search_emails(["body:forecast"]) == []  # the phrase "body forecast", not a column filter
+    assert alice.search_emails(["NOT storage"]) == []  # the phrase "not storage", not the NOT operator
+    assert alice.search_emails(["inbox:bob-b"]) == []
