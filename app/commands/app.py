@@ -1,0 +1,168 @@
+"""`inboxrl app` (the Streamlit UI) and `inboxrl demo` (everything the UI needs, then the UI).
+
+`inboxrl demo` is the main job of the first README command: prepare the embedded model, ingest the
+default inbox, start the local model server, then serve the app on 127.0.0.1, all offline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+
+from env.config import Settings
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def streamlit_command(port: int, host: str = "127.0.0.1") -> list[str]:
+    """The command that serves the app: headless, no usage statistics, bound to ``host``."""
+    import app.ui
+
+    main = Path(app.ui.__file__).with_name("main.py")
+    return [
+        sys.executable, "-m", "streamlit", "run", str(main),
+        "--server.address", host,
+        "--server.port", str(port),
+        "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none",
+        "--client.toolbarMode", "minimal",
+    ]  # fmt: skip
+
+
+def app_url(host: str, port: int) -> str:
+    """The URL to open for an app bound to ``host``."""
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+
+
+def wait_for_app(url: str, proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    """Wait until Streamlit's health endpoint answers; raise if the process exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"The app exited with code {proc.returncode} before it was ready.")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/_stcore/health", timeout=2).status_code == 200:
+                return
+        time.sleep(0.3)
+    raise RuntimeError(f"The app did not answer at {url} within {timeout_s:.0f} s.")
+
+
+def run_app(host: str, port: int, *, started: float | None = None) -> int:
+    """Serve the app in the foreground until Ctrl-C; print its URL once it answers."""
+    env = {**os.environ, **OFFLINE_ENV, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    proc = subprocess.Popen(streamlit_command(port, host), env=env)
+    url = app_url(host, port)
+    try:
+        wait_for_app(url, proc)
+        took = f" ({time.monotonic() - started:.1f} s in all)" if started is not None else ""
+        typer.secho(f"InboxRL is ready at {url}{took}. Press Ctrl-C to stop.", fg="green", bold=True)
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 0
+    except RuntimeError as e:
+        typer.secho(f"Error: {e}", err=True, fg="red")
+        return 1
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@contextlib.contextmanager
+def step(title: str) -> Iterator[None]:
+    """Print a step's title, then how long it took."""
+    typer.echo(f"• {title}...")
+    start = time.monotonic()
+    yield
+    typer.echo(f"  done in {time.monotonic() - start:.1f} s")
+
+
+def ensure_default_inbox(settings: Settings) -> str:
+    """Ingest the shipped default inbox unless the DB already holds mail; returns what happened."""
+    from env.ingest import default_inbox_archive, ingest
+
+    from env.db import list_inboxes, open_db
+
+    if settings.db_path.exists():
+        inboxes = [i for i in list_inboxes(open_db(settings.db_path)) if i.message_count]
+        if inboxes:
+            return f"{settings.db_path} already holds {', '.join(i.id for i in inboxes)}"
+    report = ingest([default_inbox_archive()], settings.db_path)
+    return f"ingested {report.ingested:,} emails into {settings.db_path}"
+
+
+def registered_adapters(settings: Settings) -> dict[str, Path]:
+    """Every trained adapter in the run registry, ``{name: adapter folder}``."""
+    from env.model import resolve_adapter
+    from train.registry import list_runs
+
+    pairs = (resolve_adapter(settings, run.name) for run in list_runs(settings))
+    return {name: path for name, path in pairs if (path / "adapter_config.json").is_file()}
+
+
+def register(cli: typer.Typer) -> None:
+    """Add `app` and `demo` to the `inboxrl` CLI."""
+
+    @cli.command("app")
+    def app_command(
+        port: Annotated[int, typer.Option(help="Port of the web app.")] = 8501,
+        host: Annotated[
+            str, typer.Option(help="Address to bind; 0.0.0.0 exposes it (Docker).")
+        ] = "127.0.0.1",
+    ) -> None:
+        """Serve the chat, traces, evaluation and training pages (Streamlit, headless)."""
+        raise typer.Exit(run_app(host, port))
+
+    @cli.command("demo")
+    def demo_command(
+        port: Annotated[int, typer.Option(help="Port of the web app.")] = 8501,
+        host: Annotated[str, typer.Option(help="Address to bind the app to.")] = "127.0.0.1",
+        keep_server: Annotated[
+            bool, typer.Option(help="Leave the model server running when the app stops.")
+        ] = False,
+    ) -> None:
+        """Prepare the embedded model, ingest the default inbox, start the model server, serve the app."""
+        from env.model import ModelError, is_healthy, prepare_embedded_model, serve, stop
+
+        os.environ.update(OFFLINE_ENV)
+        settings = Settings()
+        started = time.monotonic()
+        typer.secho(f"InboxRL demo (home {settings.home})", bold=True)
+        server_up = is_healthy(settings.base_url, settings.api_key)
+        try:
+            if not server_up:
+                with step("Preparing the embedded model (once; about 30 s)"):
+                    typer.echo(f"  {prepare_embedded_model(settings)}")
+            with step("Loading the default inbox"):
+                typer.echo(f"  {ensure_default_inbox(settings)}")
+            if server_up:
+                typer.echo(f"• The model server at {settings.base_url} is already up.")
+            else:
+                adapters = registered_adapters(settings)
+                names = f" with adapters {', '.join(adapters)}" if adapters else ""
+                with step(f"Starting the model server{names} (about 2 min cold, 40 s warm)"):
+                    info = serve(settings, adapters=adapters)
+                    typer.echo(f"  vLLM serves {info.model} at {info.base_url} (log {info.log_path})")
+        except (ModelError, OSError, ValueError) as e:
+            typer.secho(f"Error: {e}", err=True, fg="red")
+            raise typer.Exit(1) from e
+        typer.echo("• Starting the app...")
+        try:
+            code = run_app(host, port, started=started)
+        finally:
+            if not server_up and not keep_server and stop(settings):
+                typer.echo("Stopped the model server.")
+        raise typer.Exit(code)
