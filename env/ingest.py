@@ -1,0 +1,586 @@
+"""Ingest mailboxes into the inbox DB: ``ingest(paths, db_path)``; the CLI is ``inboxrl ingest``.
+
+How it works:
+
+1. A reader (``env.readers``) lists the messages under each path with the key of their source.
+   Sources already recorded in ``sources`` with the same size and mtime are skipped, so a rerun
+   resumes where an interrupted one stopped and new mail adds only new messages.
+2. Worker processes parse batches of messages (``env.parse``, compat32 plus our own decoding).
+3. The main process deduplicates within each mailbox, first by Message-ID, then by content hash
+   (Lotus Notes copies of one message under several Message-IDs become one ``emails`` row plus one
+   ``message_ids`` row per copy), and writes emails, recipients, Message-IDs, quarantine and
+   sources in one transaction per batch. The FTS5 index follows through the triggers that
+   ``env.db`` installs, so the DB is consistent after every commit, a crash included.
+4. At the end (and when interrupted) each touched inbox gets its owner addresses, message count
+   and date range recomputed from what is committed.
+
+Owner addresses: the senders of the mailbox's sent folders (``sent``, ``_sent_mail``,
+``sent_items``, ...) with at least 5% of its sent mail, plus any sent-folder sender whose address
+carries the mailbox owner's surname (from ``X-Origin``, e.g. ``Presto-K``, or the mailbox key).
+Addresses matching surname and first initial come first (``kevin.presto`` before ``m..presto``).
+A mailbox without sent mail falls back to its most frequent recipient(s).
+
+Date range: ``emails.date`` keeps each message's own date, but ``first_date``/``last_date`` ignore
+dates before 1985 (the 1979-12-31/1980-01-01 and 1970 placeholders), dates in the future, and a
+head or tail of fewer than 5% of the dated messages separated from the rest by more than a year
+(the bogus 2004 dates of the Enron corpus).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import multiprocessing
+import os
+import re
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
+
+from env.db import open_db
+from env.parse import EmailRecord, ParseError, parse_fields, parse_message
+from env.readers import CONTAINER_FORMATS, Item, detect_format, iter_items
+
+BATCH_SIZE = 250
+"""Messages per worker task."""
+COMMIT_EVERY = 2000
+"""Messages per write transaction (a crash loses at most this much work)."""
+_INBOX_CACHE_SIZE = 4
+
+
+@dataclass
+class IngestReport:
+    """What one ``ingest`` call did."""
+
+    db_path: Path
+    ingested: int = 0
+    """New distinct messages written to ``emails``."""
+    duplicate: int = 0
+    """Messages already in their mailbox (same Message-ID, or same content under another id)."""
+    quarantined: int = 0
+    """Messages that could not be parsed (see the ``quarantine`` table)."""
+    skipped_sources: int = 0
+    """Sources (files, archive members, whole containers) already ingested and unchanged."""
+    inboxes: list[str] = field(default_factory=list)
+    """Inboxes that received messages in this run."""
+    seconds: float = 0.0
+
+    @property
+    def messages(self) -> int:
+        """Messages read in this run."""
+        return self.ingested + self.duplicate + self.quarantined
+
+
+def default_inbox_archive() -> Path:
+    """The default inbox shipped with InboxRL: three Enron mailboxes (allen-p, south-s, grigsby-m)."""
+    return Path(str(resources.files("env") / "data" / "default_maildir.tar.gz"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing (runs in worker processes)
+
+_Result = tuple[str, str, str, int, float, EmailRecord | None, str | None]
+
+
+def _parse_item(item: Item) -> _Result:
+    record: EmailRecord | None = None
+    error: str | None = None
+    try:
+        if item.fields is not None:
+            record = parse_fields(item.fields)
+        else:
+            raw = item.data
+            if raw is None:
+                with open(item.path or item.source, "rb") as f:
+                    raw = f.read()
+            record = parse_message(raw)
+    except ParseError as e:
+        error = str(e)
+    except Exception as e:  # a malformed message must never stop the run
+        error = f"{type(e).__name__}: {e}"
+    return (item.source, item.mailbox, item.folder, item.size, item.mtime, record, error)
+
+
+def _parse_batch(items: list[Item]) -> list[_Result]:
+    return [_parse_item(item) for item in items]
+
+
+# ---------------------------------------------------------------------------------------------
+# Owner addresses and date ranges
+
+_SENT_NAMES = frozenset(
+    ("sent", "sent_mail", "sent_items", "sent items", "sent mail", "sent messages", "outbox")
+)
+
+
+def is_sent_folder(folder: str) -> bool:
+    """Whether a folder holds the owner's sent mail.
+
+    >>> [is_sent_folder(f) for f in ("_sent_mail", "sent_items", "Sent", "inbox", "all_documents")]
+    [True, True, True, False, False]
+    """
+    name = folder.replace("\\", "/").rsplit("/", 1)[-1].strip("_ .").lower()
+    return name in _SENT_NAMES or name.startswith(("sent_", "sent "))
+
+
+def _origin_name(origin: str) -> tuple[str, str] | None:
+    """``(surname, first initial)`` from a CMU mailbox key or X-Origin such as ``Presto-K``."""
+    match = re.fullmatch(r"([a-z']+)[-_ ]([a-z])", origin.strip().lower())
+    return (match.group(1), match.group(2)) if match else None
+
+
+def owner_addresses(sent: Counter, recipients: Counter, origin: str = "") -> list[str]:
+    """The mailbox owner's addresses, primary first.
+
+    :param sent: sender address counts over the mailbox's sent folders.
+    :param recipients: recipient address counts over the whole mailbox (used without sent mail).
+    :param origin: the owner's ``X-Origin`` or mailbox key (``presto-k``), to rank aliases.
+
+    >>> owner_addresses(Counter({"m..presto@enron.com": 783, "kevin.presto@enron.com": 170,
+    ...                          "jae.black@enron.com": 3}), Counter(), "Presto-K")
+    ['kevin.presto@enron.com', 'm..presto@enron.com']
+    >>> owner_addresses(Counter(), Counter({"ann@x.com": 40, "bob@x.com": 3}))
+    ['ann@x.com']
+    """
+    sent = Counter({a: n for a, n in sent.items() if a})
+    recipients = Counter({a: n for a, n in recipients.items() if a})
+    name = _origin_name(origin)
+
+    def rank(address: str) -> int:
+        if not name:
+            return 2
+        tokens = [t for t in re.split(r"[._\-]+", address.split("@", 1)[0]) if t]
+        if name[0] not in tokens:
+            return 2
+        first = tokens[0]
+        return 0 if first != name[0] and first.startswith(name[1]) else 1
+
+    total = sum(sent.values())
+    threshold = max(2.0, 0.05 * total) if total >= 20 else 1.0
+    chosen = [a for a, n in sent.most_common() if n >= threshold or (rank(a) < 2 and n >= 2)]
+    if not chosen and recipients:
+        top = recipients.most_common(3)
+        chosen = [a for a, n in top if n >= 0.5 * top[0][1]]
+    counts = sent + recipients
+    return sorted(chosen, key=lambda a: (rank(a), -counts[a], a))
+
+
+def date_range(dates: Iterable[str], *, now: datetime | None = None) -> tuple[str | None, str | None]:
+    """First and last plausible date of a mailbox (see the module docstring for what is ignored).
+
+    >>> date_range(["1980-01-01T00:00:00Z"] + ["2001-05-%02dT00:00:00Z" % d for d in range(1, 29)]
+    ...            + ["2004-02-03T00:00:00Z"])
+    ('2001-05-01T00:00:00Z', '2001-05-28T00:00:00Z')
+    """
+    limit = ((now or datetime.now(UTC)) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    kept = sorted(d for d in dates if d and d[:4] >= "1985" and d <= limit)
+    if not kept:
+        return None, None
+    small = max(1, int(0.05 * len(kept)))
+
+    def gap(a: str, b: str) -> float:
+        return (_to_dt(b) - _to_dt(a)).days
+
+    changed = True
+    while changed and len(kept) > 1:
+        changed = False
+        for i in range(1, min(small, len(kept) - 1) + 1):
+            if gap(kept[-i - 1], kept[-i]) > 365:
+                kept = kept[:-i]
+                changed = True
+                break
+            if gap(kept[i - 1], kept[i]) > 365:
+                kept = kept[i:]
+                changed = True
+                break
+    return kept[0], kept[-1]
+
+
+def _to_dt(iso: str) -> datetime:
+    return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing (main process)
+
+
+class _Writer:
+    """Deduplicates parsed messages and writes them, one transaction per ``flush``."""
+
+    def __init__(self, db_path: Path, report: IngestReport) -> None:
+        self.db = open_db(db_path, create=True)
+        self.conn = self.db.conn
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA cache_size=-200000")
+        self.conn.execute("PRAGMA temp_store=MEMORY")
+        self.report = report
+        self.next_id = self.conn.execute("select coalesce(max(id), 0) + 1 from emails").fetchone()[0]
+        self.has_quarantine = self.conn.execute("select count(*) from quarantine").fetchone()[0] > 0
+        self.known_inboxes = {row[0] for row in self.conn.execute("select id from inboxes")}
+        self.touched: dict[str, Counter] = {}
+        self.cache: OrderedDict[str, tuple[dict[str, int], dict[str, int]]] = OrderedDict()
+        self._clear()
+
+    def _clear(self) -> None:
+        self.emails: list[tuple] = []
+        self.message_ids: list[tuple] = []
+        self.recipients: list[tuple] = []
+        self.sources: list[tuple] = []
+        self.quarantine: list[tuple] = []
+        self.unquarantine: list[tuple] = []
+        self.pending = 0
+
+    def pending_items(self, items: list[Item]) -> list[Item]:
+        """The items whose source is not yet recorded with the same size and mtime."""
+        if not items:
+            return items
+        marks = ", ".join("?" for _ in items)
+        rows = self.conn.execute(
+            f"select path, size, mtime from sources where path in ({marks})", [i.source for i in items]
+        ).fetchall()
+        done = {path: (size, mtime) for path, size, mtime in rows}
+        todo = [i for i in items if done.get(i.source) != (i.size, i.mtime)]
+        self.report.skipped_sources += len(items) - len(todo)
+        return todo
+
+    def _inbox_keys(self, inbox: str) -> tuple[dict[str, int], dict[str, int]]:
+        if inbox in self.cache:
+            self.cache.move_to_end(inbox)
+            return self.cache[inbox]
+        ids = dict(self.conn.execute("select message_id, email_id from message_ids where inbox = ?", [inbox]))
+        hashes = dict(self.conn.execute("select content_hash, id from emails where inbox = ?", [inbox]))
+        self.cache[inbox] = (ids, hashes)
+        while len(self.cache) > _INBOX_CACHE_SIZE:
+            self.cache.popitem(last=False)
+        return ids, hashes
+
+    def _ensure_inbox(self, inbox: str) -> None:
+        if inbox not in self.known_inboxes:
+            self.conn.execute(
+                "insert or ignore into inboxes (id, name, addresses, message_count) values (?, ?, '[]', 0)",
+                [inbox, inbox],
+            )
+            self.known_inboxes.add(inbox)
+        self.touched.setdefault(inbox, Counter())
+
+    def add(self, result: _Result) -> None:
+        source, inbox, folder, size, mtime, record, error = result
+        self._ensure_inbox(inbox)
+        self.pending += 1
+        if record is None:
+            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            self.quarantine.append((source, inbox, error or "unreadable", now))
+            self.sources.append((source, size, mtime, 0))
+            self.report.quarantined += 1
+            return
+        if self.has_quarantine:
+            self.unquarantine.append((source,))
+        self.sources.append((source, size, mtime, 1))
+        if record.origin:
+            self.touched[inbox][record.origin] += 1
+        ids, hashes = self._inbox_keys(inbox)
+        if record.message_id in ids:
+            self.report.duplicate += 1
+            return
+        email_id = hashes.get(record.content_hash)
+        if email_id is not None:
+            self.report.duplicate += 1
+        else:
+            email_id = self.next_id
+            self.next_id += 1
+            hashes[record.content_hash] = email_id
+            self.emails.append(
+                (
+                    email_id,
+                    inbox,
+                    record.message_id,
+                    record.subject,
+                    record.from_address,
+                    record.from_name,
+                    record.date,
+                    record.body,
+                    folder,
+                    source,
+                    record.content_hash,
+                )
+            )
+            self.recipients.extend(
+                (email_id, kind, address, name) for kind, address, name in record.recipients()
+            )
+            self.report.ingested += 1
+        ids[record.message_id] = email_id
+        self.message_ids.append((inbox, record.message_id, email_id, folder, source))
+
+    def mark_source(self, path: Path, messages: int) -> None:
+        stat = path.stat()
+        self.sources.append((str(path), stat.st_size, stat.st_mtime, messages))
+
+    def flush(self) -> None:
+        """Write everything added since the last flush in one transaction."""
+        c = self.conn
+        try:
+            c.executemany(
+                "insert into emails (id, inbox, message_id, subject, from_address, from_name, date, body,"
+                " folder, source_file, content_hash) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                self.emails,
+            )
+            c.executemany(
+                "insert or ignore into message_ids (inbox, message_id, email_id, folder, source_file)"
+                " values (?, ?, ?, ?, ?)",
+                self.message_ids,
+            )
+            c.executemany(
+                "insert into recipients (email_id, kind, address, name) values (?, ?, ?, ?)", self.recipients
+            )
+            c.executemany(
+                "insert or replace into quarantine (source, inbox, reason, created) values (?, ?, ?, ?)",
+                self.quarantine,
+            )
+            c.executemany("delete from quarantine where source = ?", self.unquarantine)
+            c.executemany(
+                "insert or replace into sources (path, size, mtime, messages) values (?, ?, ?, ?)",
+                self.sources,
+            )
+            c.commit()
+        except BaseException:
+            c.rollback()
+            self.cache.clear()  # the caches may hold ids of rows that were rolled back
+            raise
+        self._clear()
+
+    def abandon(self) -> None:
+        """Drop what was not flushed (after an interruption) and forget cached keys."""
+        self.conn.rollback()
+        self.cache.clear()
+        self._clear()
+
+    def finish(self) -> None:
+        """Recompute owner addresses, counts and date ranges of the inboxes this run touched."""
+        for inbox, origins in self.touched.items():
+            origin = origins.most_common(1)[0][0] if origins else inbox
+            refresh_inbox(self.db, inbox, origin=origin)
+        self.conn.commit()
+
+
+def refresh_inbox(db, inbox: str, *, origin: str = "") -> None:
+    """Recompute an inbox row (owner addresses, name, message count, date range) from its emails."""
+    conn = db.conn
+    folders = [
+        row[0] for row in conn.execute("select distinct folder from message_ids where inbox = ?", [inbox])
+    ]
+    sent_folders = [f for f in folders if f and is_sent_folder(f)]
+    sent: Counter = Counter()
+    if sent_folders:
+        marks = ", ".join("?" for _ in sent_folders)
+        sent = Counter(
+            dict(
+                conn.execute(
+                    "select e.from_address, count(distinct e.id) from message_ids m"
+                    " join emails e on e.id = m.email_id"
+                    f" where m.inbox = ? and m.folder in ({marks}) group by e.from_address",
+                    [inbox, *sent_folders],
+                ).fetchall()
+            )
+        )
+    recipients: Counter = Counter()
+    if not sent:
+        recipients = Counter(
+            dict(
+                conn.execute(
+                    "select r.address, count(*) from recipients r join emails e on e.id = r.email_id"
+                    " where e.inbox = ? group by r.address order by 2 desc limit 20",
+                    [inbox],
+                ).fetchall()
+            )
+        )
+    addresses = owner_addresses(sent, recipients, origin or inbox)
+    name = inbox
+    if addresses:
+        row = conn.execute(
+            "select from_name from emails where inbox = ? and from_address = ? and from_name != ''"
+            " group by from_name order by count(*) desc limit 1",
+            [inbox, addresses[0]],
+        ).fetchone()
+        name = row[0] if row else inbox
+    count = conn.execute("select count(*) from emails where inbox = ?", [inbox]).fetchone()[0]
+    first, last = date_range(
+        row[0] for row in conn.execute("select date from emails where inbox = ?", [inbox])
+    )
+    conn.execute(
+        "insert or replace into inboxes (id, name, addresses, message_count, first_date, last_date)"
+        " values (?, ?, ?, ?, ?, ?)",
+        [inbox, name, json.dumps(addresses), count, first, last],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def _chunks(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
+    chunk: list[Item] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+@contextlib.contextmanager
+def _exclusive(db_path: Path) -> Iterator[None]:
+    """Refuse a second concurrent ingest into the same DB (their ids would collide)."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = db_path.with_name(db_path.name + ".ingest-lock")
+    with open(lock_path, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(
+                f"Another inboxrl ingest is writing {db_path}; wait for it to finish"
+            ) from None
+        yield
+
+
+def _pool(workers: int):
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    return ctx.Pool(workers)
+
+
+def ingest(
+    paths: Sequence[str | Path],
+    db_path: str | Path,
+    *,
+    fmt: str | None = None,
+    inbox: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> IngestReport:
+    """Ingest mail from ``paths`` into the DB at ``db_path`` (created if missing).
+
+    :param paths: maildir trees, mbox files, .eml folders, Kaggle emails.csv, corbt Parquet/JSONL,
+        or .tar.gz archives of a maildir.
+    :param fmt: force one reader for every path (see ``env.readers.FORMATS``).
+    :param inbox: put every message into this mailbox instead of the one its path names.
+    :param workers: parsing processes; default one per CPU, 0 or 1 parses in this process.
+    :param progress: show a rich progress bar.
+    """
+    db_path = Path(db_path)
+    report = IngestReport(db_path=db_path)
+    started = time.perf_counter()
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    paths = [Path(p) for p in paths]
+    formats = [fmt or detect_format(p) for p in paths]
+    with _exclusive(db_path):
+        writer = _Writer(db_path, report)
+        pool = _pool(workers) if workers > 1 else None
+        bar = _Progress(progress)
+        try:
+            with bar:
+                for path, path_fmt in zip(paths, formats, strict=True):
+                    _ingest_path(path, path_fmt, inbox, writer, pool, workers, bar)
+            writer.flush()
+        except BaseException:
+            writer.abandon()
+            with contextlib.suppress(Exception):
+                writer.finish()
+            raise
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+        writer.finish()
+        writer.db.close()
+    report.inboxes = sorted(writer.touched)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _ingest_path(
+    path: Path, path_fmt: str, inbox: str | None, writer: _Writer, pool, workers: int, bar: _Progress
+) -> None:
+    container = path_fmt in CONTAINER_FORMATS and path.is_file()
+    if container:
+        stat = path.stat()
+        row = writer.conn.execute("select size, mtime from sources where path = ?", [str(path)]).fetchone()
+        if row == (stat.st_size, stat.st_mtime):
+            writer.report.skipped_sources += 1
+            return
+    bar.start_path(path)
+    batches = (
+        writer.pending_items(chunk) for chunk in _chunks(iter_items(path, path_fmt, inbox=inbox), BATCH_SIZE)
+    )
+    seen = 0
+    for results in _map_bounded(pool, batches, 2 * workers + 2):
+        for result in results:
+            writer.add(result)
+        seen += len(results)
+        bar.advance(len(results), writer.report)
+        if writer.pending >= COMMIT_EVERY:
+            writer.flush()
+    if container:
+        writer.mark_source(path, seen)
+    writer.flush()
+
+
+def _map_bounded(pool, batches: Iterator[list[Item]], window: int) -> Iterator[list[_Result]]:
+    """Parse batches in order with at most ``window`` in flight (bounded memory, unlike Pool.imap)."""
+    if pool is None:
+        for batch in batches:
+            yield _parse_batch(batch)
+        return
+    in_flight: deque = deque()
+    for batch in batches:
+        if not batch:
+            continue
+        in_flight.append(pool.apply_async(_parse_batch, (batch,)))
+        if len(in_flight) >= window:
+            yield in_flight.popleft().get()
+    while in_flight:
+        yield in_flight.popleft().get()
+
+
+class _Progress:
+    """A rich progress bar counting messages (no total: readers stream)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.progress = None
+        self.task = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(
+                SpinnerColumn(),
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed:,} messages"),
+                TextColumn("{task.fields[stats]}"),
+                TimeElapsedColumn(),
+                transient=False,
+            )
+            self.progress.__enter__()
+            self.task = self.progress.add_task("ingest", total=None, stats="")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+    def start_path(self, path: Path) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, description=f"ingest {path.name}")
+
+    def advance(self, n: int, report: IngestReport) -> None:
+        if self.progress is not None:
+            stats = f"new {report.ingested:,} dup {report.duplicate:,} quarantined {report.quarantined:,}"
+            self.progress.update(self.task, advance=n, stats=stats)

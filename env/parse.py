@@ -1,0 +1,438 @@
+"""Turn the raw bytes of one email into a normalized record (no I/O, no DB).
+
+``parse_message(raw)`` returns an :class:`EmailRecord`: Message-ID, subject, sender, date as ISO 8601
+UTC, to/cc/bcc lists and the body as plain text, with quoted-printable, base64, charsets and HTML
+decoded, plus a ``content_hash`` that identifies the same message filed under several Message-IDs
+(Lotus Notes copies). A message that cannot be read raises :class:`ParseError` with the reason;
+the caller quarantines it.
+
+Why not ``email.policy.default``: it parses ~1,000 Enron messages/s on these machines against
+~10,000 for ``compat32``. We parse headers with ``compat32`` and decode bodies ourselves; only
+multipart (and message/*) mail goes through the full parser.
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import hashlib
+import html
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import message_from_bytes
+from email.header import decode_header
+from email.message import Message
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import getaddresses, mktime_tz, parsedate_tz
+from html.parser import HTMLParser
+
+_HEADER_PARSER = BytesHeaderParser(policy=compat32)
+_KEY_HEADERS = ("message-id", "from", "date", "subject", "to")
+_HEADER_LINE = re.compile(rb"^[!-9;-~]+:")
+_WS = re.compile(r"\s+")
+_SPECIALS = re.compile(r'[<>"()\[\]:;\\]')
+
+
+class ParseError(ValueError):
+    """The bytes are not a readable email; the message says why."""
+
+
+@dataclass
+class EmailRecord:
+    """One email, normalized. Addresses are lower-case; ``date`` is ``YYYY-MM-DDTHH:MM:SSZ`` or None."""
+
+    message_id: str
+    subject: str
+    from_address: str
+    from_name: str
+    date: str | None
+    body: str
+    content_hash: str
+    to: list[tuple[str, str]] = field(default_factory=list)
+    cc: list[tuple[str, str]] = field(default_factory=list)
+    bcc: list[tuple[str, str]] = field(default_factory=list)
+    origin: str = ""
+    """The ``X-Origin`` header (CMU Enron: the mailbox, e.g. ``Allen-P``), used to pick owner addresses."""
+
+    def recipients(self) -> list[tuple[str, str, str]]:
+        """``(kind, address, name)`` for every to/cc/bcc recipient, in header order."""
+        return [(kind, a, n) for kind in ("to", "cc", "bcc") for a, n in getattr(self, kind)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Header values
+
+
+def decode_header_value(value: str | None) -> str:
+    """Decode RFC 2047 encoded words and unfold a header value.
+
+    >>> decode_header_value("=?utf-8?q?Caf=C3=A9?= menu")
+    'Café menu'
+    """
+    if not value:
+        return ""
+    value = str(value)
+    if "=?" in value:
+        try:
+            parts = []
+            for chunk, charset in decode_header(value):
+                if isinstance(chunk, bytes):
+                    parts.append(_decode_bytes(chunk, charset))
+                else:
+                    parts.append(chunk)
+            value = "".join(parts)
+        except (ValueError, LookupError, binascii.Error):
+            pass
+    if _has_surrogates(value):
+        value = _decode_bytes(value.encode("utf-8", "surrogateescape"), None)
+    return _WS.sub(" ", value).strip()
+
+
+def _has_surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def parse_addresses(values: list[str] | None) -> list[tuple[str, str]]:
+    """``(address, name)`` pairs from address header values, de-duplicated, addresses lower-cased.
+
+    >>> parse_addresses(['"Allen, Phillip" <Phillip.Allen@enron.com>, tim.belden@enron.com'])
+    [('phillip.allen@enron.com', 'Allen, Phillip'), ('tim.belden@enron.com', '')]
+    """
+    if not values:
+        return []
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    texts = [decode_header_value(v) for v in values]
+    joined = ",".join(texts)
+    tokens = [token.strip() for token in joined.split(",")]
+    if _SPECIALS.search(joined) is None and not any(" " in token for token in tokens):
+        pairs = [("", token) for token in tokens]  # plain "a@x, b@y": skip the slow parser
+    else:
+        pairs = getaddresses(texts)
+    for name, address in pairs:
+        address = address.strip().strip("'\"").lower()
+        if not address or address in seen:
+            continue
+        seen.add(address)
+        out.append((address, name.strip()))
+    return out
+
+
+def parse_date(value: str | None) -> str | None:
+    """An RFC 2822 date as ISO 8601 UTC, or None when missing or unreadable.
+
+    >>> parse_date("Mon, 14 May 2001 16:39:00 -0700 (PDT)")
+    '2001-05-14T23:39:00Z'
+    """
+    if not value:
+        return None
+    parsed = parsedate_tz(str(value))
+    if parsed is None:
+        return None
+    try:
+        stamp = mktime_tz(parsed)
+        return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Bodies
+
+
+def _decode_bytes(data: bytes, charset: str | None) -> str:
+    """Bytes to text: the declared charset if it decodes cleanly, else UTF-8, else cp1252."""
+    if charset:
+        charset = charset.strip().strip('"').lower()
+        try:
+            codecs.lookup(charset)
+        except LookupError:
+            charset = None
+    for candidate in (charset, "utf-8"):
+        if candidate:
+            try:
+                return data.decode(candidate)
+            except (UnicodeDecodeError, LookupError):
+                continue
+    return data.decode("cp1252", "replace")
+
+
+def _transfer_decode(payload: bytes, encoding: str) -> bytes:
+    encoding = encoding.strip().lower()
+    if encoding == "quoted-printable":
+        return binascii.a2b_qp(payload)
+    if encoding == "base64":
+        try:
+            return binascii.a2b_base64(payload)
+        except binascii.Error:
+            return binascii.a2b_base64(payload + b"===")
+    return payload
+
+
+class _HTMLText(HTMLParser):
+    """Collect the visible text of an HTML document, with line breaks at block elements."""
+
+    _BLOCK = frozenset(
+        [
+            "p",
+            "div",
+            "br",
+            "tr",
+            "li",
+            "ul",
+            "ol",
+            "table",
+            "h1",
+            "h2",
+            "h3",
+            "h4",
+            "h5",
+            "h6",
+            "blockquote",
+            "pre",
+            "hr",
+            "title",
+            "section",
+            "article",
+        ]
+    )
+    _SKIP = frozenset(("script", "style", "head"))
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in self._SKIP:
+            self.skip += 1
+        elif tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIP:
+            self.skip = max(0, self.skip - 1)
+        elif tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            self.parts.append(data)
+
+
+def html_to_text(markup: str) -> str:
+    """Visible text of an HTML body: tags, scripts and styles dropped, entities decoded.
+
+    >>> html_to_text("<p>Price: <b>5&nbsp;$</b></p><script>x()</script><p>Bye</p>")
+    'Price: 5\\xa0$\\n\\nBye'
+    """
+    parser = _HTMLText()
+    try:
+        parser.feed(markup)
+        parser.close()
+        text = "".join(parser.parts)
+    except (AssertionError, ValueError):
+        text = html.unescape(re.sub(r"<[^>]*>", " ", markup))
+    lines = [_WS.sub(" ", line).strip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def _normalize_newlines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _part_text(part: Message) -> tuple[str, str]:
+    """``(content subtype, text)`` of a non-multipart part."""
+    payload = part.get_payload(decode=True)
+    if payload is None:
+        payload = b""
+    text = _decode_bytes(payload, part.get_content_charset())
+    return part.get_content_subtype(), text
+
+
+def _multipart_body(msg: Message) -> str:
+    """Plain text of a multipart message: text/plain parts, else HTML parts converted."""
+    plain: list[str] = []
+    htmls: list[str] = []
+    for part in msg.walk():
+        if part.is_multipart() or part.get_content_maintype() != "text":
+            continue
+        if (part.get("Content-Disposition") or "").lower().startswith("attachment"):
+            continue
+        subtype, text = _part_text(part)
+        if subtype == "html":
+            htmls.append(text)
+        else:
+            plain.append(text)
+    if plain:
+        return "\n\n".join(_normalize_newlines(t).strip("\n") for t in plain)
+    return "\n\n".join(html_to_text(t) for t in htmls)
+
+
+def _x_from_name(x_from: str) -> str:
+    """The display name in a CMU ``X-From`` header (``"Allen, Phillip K." <...>@ENRON``).
+
+    >>> _x_from_name("Grigsby, Mike </O=ENRON/OU=NA/CN=RECIPIENTS/CN=MGRIGSB>")
+    'Grigsby, Mike'
+    """
+    name = re.sub(r"<[^>]*>|@[A-Za-z]+$", "", x_from).strip(' "')
+    return "" if "@" in name else name
+
+
+def _split_raw(raw: bytes) -> tuple[bytes, bytes]:
+    """Split raw bytes into the header block and the body at the first empty line."""
+    crlf = raw.find(b"\r\n\r\n")
+    lf = raw.find(b"\n\n")
+    if lf != -1 and (crlf == -1 or lf < crlf):
+        return raw[: lf + 1], raw[lf + 2 :]
+    if crlf != -1:
+        return raw[: crlf + 2], raw[crlf + 4 :]
+    return raw, b""
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+
+
+def content_hash(date: str | None, from_address: str, subject: str, body: str) -> str:
+    """Identity of a message's content: date, sender, subject and whitespace-normalized body.
+
+    Lotus Notes folders (all_documents, sent, _sent_mail, ...) copy one message under several
+    Message-IDs; the copies agree on these four fields.
+    """
+    key = "\x1f".join((date or "", from_address, " ".join(subject.split()), " ".join(body.split())))
+    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def make_record(
+    *,
+    message_id: str | None,
+    subject: str,
+    from_address: str,
+    from_name: str,
+    date: str | None,
+    body: str,
+    to: list[tuple[str, str]],
+    cc: list[tuple[str, str]],
+    bcc: list[tuple[str, str]],
+    origin: str = "",
+) -> EmailRecord:
+    """Build a record from already-decoded fields (the structured readers use this directly).
+
+    A missing Message-ID gets a stable synthetic one derived from the content hash, so reruns
+    produce the same id.
+    """
+    body = _normalize_newlines(body)
+    digest = content_hash(date, from_address, subject, body)
+    message_id = (message_id or "").strip() or f"<{digest}@inboxrl.invalid>"
+    return EmailRecord(
+        message_id=message_id,
+        subject=subject,
+        from_address=from_address,
+        from_name=from_name,
+        date=date,
+        body=body,
+        content_hash=digest,
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        origin=origin,
+    )
+
+
+def parse_message(raw: bytes) -> EmailRecord:
+    """Parse one RFC 822 message.
+
+    Raises :class:`ParseError` when the bytes are empty, binary, or carry none of the headers
+    Message-ID, From, Date, Subject, To.
+    """
+    if not raw.strip():
+        raise ParseError("empty message")
+    head, body_bytes = _split_raw(raw.lstrip(b"\r\n"))
+    if b"\x00" in head:
+        raise ParseError("binary data (NUL bytes) in the header block")
+    if not _HEADER_LINE.match(head):
+        raise ParseError("does not start with an RFC 822 header line")
+    headers = _HEADER_PARSER.parsebytes(head)
+    if not any(headers.get(h) for h in _KEY_HEADERS):
+        raise ParseError("no Message-ID, From, Date, Subject or To header")
+
+    content_type = (headers.get("Content-Type") or "text/plain").lower()
+    if content_type.startswith(("multipart/", "message/")):
+        body = _multipart_body(message_from_bytes(raw, policy=compat32))
+    else:
+        payload = _transfer_decode(body_bytes, headers.get("Content-Transfer-Encoding") or "")
+        body = _decode_bytes(payload, headers.get_content_charset())
+        if headers.get_content_subtype() == "html":
+            body = html_to_text(body)
+
+    from_pairs = parse_addresses(headers.get_all("From"))
+    from_address, from_name = from_pairs[0] if from_pairs else ("", "")
+    if not from_name:
+        from_name = _x_from_name(decode_header_value(headers.get("X-From")))
+    return make_record(
+        message_id=decode_header_value(headers.get("Message-ID")),
+        subject=decode_header_value(headers.get("Subject")),
+        from_address=from_address,
+        from_name=from_name,
+        date=parse_date(headers.get("Date")),
+        body=body,
+        to=parse_addresses(headers.get_all("To")),
+        cc=parse_addresses(headers.get_all("Cc")),
+        bcc=parse_addresses(headers.get_all("Bcc")),
+        origin=decode_header_value(headers.get("X-Origin")),
+    )
+
+
+def _as_list(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value.strip() else []
+    return [str(v) for v in value if v]  # type: ignore[union-attr]
+
+
+def _iso_date(value: object) -> str | None:
+    """A structured date (ISO string, possibly naive = UTC, or RFC 2822) as ISO 8601 UTC."""
+    if not value:
+        return None
+    text = str(value).strip()
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return parse_date(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_fields(fields: dict) -> EmailRecord:
+    """A record from structured fields in the corbt/enron-emails layout.
+
+    Columns: message_id, subject, from, to, cc, bcc (lists or comma-separated strings), date, body.
+    Raises :class:`ParseError` when there is no body and no sender.
+    """
+    if fields.get("error"):
+        raise ParseError(str(fields["error"]))
+    body = fields.get("body")
+    if not isinstance(body, str) or not (body.strip() or fields.get("from")):
+        raise ParseError("structured row without body or sender")
+    from_pairs = parse_addresses(_as_list(fields.get("from")))
+    from_address, from_name = from_pairs[0] if from_pairs else ("", "")
+    return make_record(
+        message_id=str(fields.get("message_id") or ""),
+        subject=decode_header_value(str(fields.get("subject") or "")),
+        from_address=from_address,
+        from_name=from_name,
+        date=_iso_date(fields.get("date")),
+        body=body,
+        to=parse_addresses(_as_list(fields.get("to"))),
+        cc=parse_addresses(_as_list(fields.get("cc"))),
+        bcc=parse_addresses(_as_list(fields.get("bcc"))),
+    )
