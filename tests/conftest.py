@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.inbox",
     "tests.fixtures.model",
     "tests.fixtures.tools",
+    "tests.fixtures.scripted",
 ]

@@ -1,0 +1,522 @@
+"""The agent loop: one rollout = model call -> tool calls -> model call ... -> final answer.
+
+The same loop serves the chat UI, ``inboxrl ask``, batch evaluation and training-data collection.
+It talks to the model only through an OpenAI-compatible endpoint (vLLM here, any hosted API).
+
+How a rollout ends (``Trajectory.ended``):
+
+- ``answered``: the model called ``return_final_answer`` successfully.
+- ``gave_up``: a reply with no tool call (its text is kept in ``Trajectory.reply``).
+- ``max_turns``: ``max_turns`` model calls without a final answer.
+- ``bad_tool_call``: :data:`MAX_BAD_TURNS` turns in a row in which every tool call failed. A single
+  bad call (malformed JSON, unknown tool, wrong types) only becomes a tool error message that tells
+  the model how to fix it.
+- ``model_error``: the endpoint failed for good: a timeout, 5xx or dropped connection that
+  persisted through ``settings.max_retries`` retries with exponential backoff, or a non-retryable
+  error (4xx, an unreadable response).
+
+Tool calls are read from the structured ``tool_calls`` field and, failing that, from
+``<tool_call>{json}</tool_call>`` blocks in the text (small models and some servers emit those).
+Several calls in one reply run in order; calls after a successful ``return_final_answer`` are
+recorded as skipped. Model misbehaviour never raises: it is recorded in the trajectory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import openai
+import sqlite_utils
+
+from env.config import Settings
+from env.db import Inbox, get_inbox, open_db
+from env.prompt import build_messages
+from env.tools import InboxTools, make_tools
+from env.trace import RolloutTrace, Tracer
+from env.trajectory import ToolCall, Trajectory, Turn
+
+__all__ = ["MAX_BAD_TURNS", "arun_agent", "arun_batch", "build_messages", "run_agent"]
+
+log = logging.getLogger(__name__)
+
+MAX_BAD_TURNS = 3  # consecutive turns whose tool calls all failed before giving up (ended=bad_tool_call)
+MAX_COMPLETION_TOKENS = 1024  # per model call: keeps a rambling small model from filling the context
+RETRY_BACKOFF_S = 0.5  # first retry delay; doubles on each further retry
+FINAL_TOOL = "return_final_answer"
+
+EventHandler = Callable[[dict], Any]
+
+_TOOL_CALL_RE = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+_NAME_RE = re.compile(r'"name"\s*:\s*"([^"]*)"')
+
+
+class _ModelFailure(Exception):
+    """The endpoint failed for good (after retries, or with a non-retryable error)."""
+
+
+@dataclass
+class _Call:
+    """A tool call as parsed from a reply; ``problem`` is set when it could not be parsed."""
+
+    id: str
+    name: str
+    arguments: Any
+    problem: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry points
+
+
+async def arun_agent(
+    question: str,
+    inbox: Inbox | str,
+    query_date: str | date,
+    *,
+    db: sqlite_utils.Database | str | Path,
+    settings: Settings | None = None,
+    client: openai.AsyncOpenAI | None = None,
+    on_event: EventHandler | None = None,
+    tracer: Tracer | Literal[False] | None = None,
+    max_turns: int | None = None,
+    few_shot: bool = True,
+) -> Trajectory:
+    """Run the agent on one question and return its :class:`Trajectory` (never raises for model errors).
+
+    :param question: the user's question.
+    :param inbox: an :class:`~env.db.Inbox` or its key / owner address.
+    :param query_date: the agent's "today" (``YYYY-MM-DD``); the tools hide later emails.
+    :param db: the inbox DB (a ``sqlite_utils.Database`` or a path).
+    :param settings: endpoint, model, temperature, timeouts, retries; default ``Settings()``.
+    :param client: an ``AsyncOpenAI`` client; default ``env.model.make_client(settings)``.
+    :param on_event: called with live events (``model_call``, ``retry``, ``tool_call``,
+        ``tool_result``, ``final``); may be a coroutine function.
+    :param tracer: an :class:`env.trace.Tracer`; default one writing beside the DB (and to
+        Langfuse when configured). Pass ``False`` to trace nothing.
+    :param max_turns: model calls allowed; default ``settings.max_turns``.
+    :param few_shot: include the worked example in the prompt (see :mod:`env.prompt`); turn it off
+        for hosted APIs that reject a tool call without a tool result.
+    """
+    settings = settings or Settings()
+    db = db if isinstance(db, sqlite_utils.Database) else open_db(db)
+    inbox = inbox if isinstance(inbox, Inbox) else get_inbox(db, inbox)
+    day = query_date.isoformat() if isinstance(query_date, date) else str(query_date)[:10]
+    if client is None:
+        from env.model import make_client
+
+        client = make_client(settings)
+    if tracer is None:
+        tracer = Tracer.for_db(_db_file(db))
+    max_turns = settings.max_turns if max_turns is None else max_turns
+
+    tools = make_tools(db, inbox, day)
+    traj = Trajectory(
+        question=question,
+        inbox=inbox.id,
+        query_date=day,
+        model=settings.model,
+        messages=build_messages(question, inbox, day, few_shot=few_shot),
+        trace_id=uuid.uuid4().hex,
+        started=time.time(),
+    )
+    rollout = tracer.start(traj) if tracer else None
+    emit = _emitter(on_event)
+    try:
+        await _loop(traj, tools, client, settings, max_turns, emit, rollout)
+    finally:
+        traj.duration_s = time.time() - traj.started
+        if rollout:
+            rollout.finish(traj)
+    await emit(
+        {
+            "type": "final",
+            "ended": traj.ended,
+            "answer": traj.answer,
+            "sources": traj.sources,
+            "reply": traj.reply,
+            "error": traj.error,
+            "trajectory": traj,
+        }
+    )
+    return traj
+
+
+def run_agent(question: str, inbox: Inbox | str, query_date: str | date, **kwargs: Any) -> Trajectory:
+    """Synchronous :func:`arun_agent` (same arguments) for scripts and the CLI."""
+    return asyncio.run(arun_agent(question, inbox, query_date, **kwargs))
+
+
+async def arun_batch(
+    items: Iterable[Any],
+    *,
+    db: sqlite_utils.Database | str | Path,
+    settings: Settings | None = None,
+    client: openai.AsyncOpenAI | None = None,
+    tracer: Tracer | Literal[False] | None = None,
+    progress: bool = True,
+    description: str = "rollouts",
+    on_result: Callable[[int, Trajectory], Any] | None = None,
+    **kwargs: Any,
+) -> list[Trajectory]:
+    """Run many rollouts at once (``settings.concurrency`` in flight) with a progress bar.
+
+    :param items: ``(question, inbox, query_date)`` tuples, dicts with those keys, or objects with
+        ``question``, ``inbox_address`` (or ``inbox``) and ``query_date`` (e.g. ``Question``).
+    :param on_result: called with ``(index, trajectory)`` as each rollout finishes.
+    :param kwargs: passed on to :func:`arun_agent` (``max_turns``, ``few_shot``...).
+    :returns: the trajectories in the order of ``items``.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    settings = settings or Settings()
+    db = db if isinstance(db, sqlite_utils.Database) else open_db(db)
+    if client is None:
+        from env.model import make_client
+
+        client = make_client(settings)
+    if tracer is None:
+        tracer = Tracer.for_db(_db_file(db))
+    jobs = [_batch_item(item) for item in items]
+    inboxes: dict[str, Inbox] = {}
+    semaphore = asyncio.Semaphore(max(1, settings.concurrency))
+    counts: dict[str, int] = {}
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[counts]}"),
+        disable=not progress,
+    ) as bar:
+        task = bar.add_task(description, total=len(jobs), counts="")
+
+        async def one(index: int, question: str, inbox_key: str | Inbox, day: str) -> Trajectory:
+            async with semaphore:
+                if isinstance(inbox_key, str) and inbox_key not in inboxes:
+                    inboxes[inbox_key] = get_inbox(db, inbox_key)
+                inbox = inbox_key if isinstance(inbox_key, Inbox) else inboxes[inbox_key]
+                traj = await arun_agent(
+                    question, inbox, day, db=db, settings=settings, client=client, tracer=tracer, **kwargs
+                )
+            counts[traj.ended] = counts.get(traj.ended, 0) + 1
+            bar.update(task, advance=1, counts=" ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+            if on_result:
+                on_result(index, traj)
+            return traj
+
+        return list(await asyncio.gather(*(one(i, *job) for i, job in enumerate(jobs))))
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+async def _loop(
+    traj: Trajectory,
+    tools: InboxTools,
+    client: openai.AsyncOpenAI,
+    settings: Settings,
+    max_turns: int,
+    emit: Callable[[dict], Any],
+    rollout: RolloutTrace | None,
+) -> None:
+    schemas = tools.schemas()
+    bad_turns = 0
+    for index in range(max_turns):
+        # 1) call the model (with retries for transport errors)
+        turn = Turn(index=index, started=time.time())
+        traj.turns.append(turn)
+        span = rollout.span("model", "chat", {"messages": traj.messages}) if rollout else None
+        try:
+            message, response = await _complete(client, settings, traj.messages, schemas, turn, emit)
+        except _ModelFailure as exc:
+            turn.latency_s = time.time() - turn.started
+            turn.error = traj.error = str(exc)
+            traj.ended = "model_error"
+            if span:
+                span.end(error=turn.error)
+            return
+        turn.latency_s = time.time() - turn.started
+        usage = getattr(response, "usage", None)
+        turn.prompt_tokens = getattr(usage, "prompt_tokens", None)
+        turn.completion_tokens = getattr(usage, "completion_tokens", None)
+        turn.content = message.content
+        turn.finish_reason = response.choices[0].finish_reason
+        calls, text = _parse_calls(message)
+        traj.reply = text
+        if span:
+            span.end(
+                output={"content": message.content, "tool_calls": [_call_dict(c) for c in calls]},
+                tokens=(turn.prompt_tokens, turn.completion_tokens),
+            )
+        await emit(
+            {
+                "type": "model_call",
+                "turn": index,
+                "latency_s": turn.latency_s,
+                "content": message.content,
+                "tool_calls": [_call_dict(c) for c in calls],
+                "prompt_tokens": turn.prompt_tokens,
+                "completion_tokens": turn.completion_tokens,
+            }
+        )
+
+        # 2) no tool call: the model gave up (or answered in plain text, which does not count)
+        if not calls:
+            traj.messages.append({"role": "assistant", "content": message.content or ""})
+            traj.ended = "gave_up"
+            return
+        traj.messages.append(
+            {"role": "assistant", "content": text, "tool_calls": [_message_call(c) for c in calls]}
+        )
+
+        # 3) run the tool calls in order
+        finished = False
+        for call in calls:
+            record = ToolCall(id=call.id, name=call.name, arguments=call.arguments, started=time.time())
+            turn.tool_calls.append(record)
+            if finished:
+                record.error = f"not run: the episode ended at {FINAL_TOOL}"
+                record.content = f"Error: {record.error}"
+                continue
+            await emit(
+                {
+                    "type": "tool_call",
+                    "turn": index,
+                    "id": call.id,
+                    "name": call.name,
+                    "arguments": call.arguments,
+                }
+            )
+            tool_span = rollout.span("tool", call.name or "?", call.arguments) if rollout else None
+            record.content, record.error = _run_tool(tools, call)
+            record.duration_s = time.time() - record.started
+            if tool_span:
+                tool_span.end(output=record.content, error=record.error)
+            traj.messages.append(
+                {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": record.content}
+            )
+            await emit(
+                {
+                    "type": "tool_result",
+                    "turn": index,
+                    "id": call.id,
+                    "name": call.name,
+                    "content": record.content,
+                    "error": record.error,
+                }
+            )
+            if call.name == FINAL_TOOL and record.error is None:
+                finished = True
+                traj.answer, traj.sources = _final_answer(record.content, call.arguments)
+        if finished:
+            traj.ended = "answered"
+            return
+
+        # 4) too many bad turns in a row: stop
+        bad_turns = bad_turns + 1 if all(c.error for c in turn.tool_calls) else 0
+        if bad_turns >= MAX_BAD_TURNS:
+            traj.ended = "bad_tool_call"
+            traj.error = (
+                f"{bad_turns} turns in a row with only failing tool calls; last: {turn.tool_calls[-1].error}"
+            )
+            return
+    traj.ended = "max_turns"
+
+
+async def _complete(
+    client: openai.AsyncOpenAI,
+    settings: Settings,
+    messages: list[dict],
+    schemas: list[dict],
+    turn: Turn,
+    emit: Callable[[dict], Any],
+) -> tuple[Any, Any]:
+    """One chat completion, retried with exponential backoff on timeouts, 5xx and dropped connections."""
+    for attempt in range(settings.max_retries + 1):
+        try:
+            response = await client.chat.completions.create(
+                model=settings.model,
+                messages=messages,
+                tools=schemas,
+                tool_choice="auto",
+                temperature=settings.temperature,
+                max_tokens=MAX_COMPLETION_TOKENS,
+                timeout=settings.timeout_s,
+            )
+        except (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError) as exc:
+            error = _describe(exc)
+            if attempt == settings.max_retries:
+                raise _ModelFailure(f"{error} (gave up after {attempt + 1} attempts)") from exc
+            delay = RETRY_BACKOFF_S * 2**attempt
+            turn.retries.append(error)
+            log.warning("model call failed (%s); retrying in %.1f s", error, delay)
+            await emit(
+                {
+                    "type": "retry",
+                    "turn": turn.index,
+                    "attempt": attempt + 1,
+                    "error": error,
+                    "delay_s": delay,
+                }
+            )
+            await asyncio.sleep(delay)
+            continue
+        except (openai.OpenAIError, ValueError) as exc:  # 4xx, or a body that is not a completion
+            raise _ModelFailure(_describe(exc)) from exc
+        choices = getattr(response, "choices", None)
+        if not choices or getattr(choices[0], "message", None) is None:
+            raise _ModelFailure(f"the endpoint returned no choices: {str(response)[:200]}")
+        return choices[0].message, response
+    raise AssertionError("unreachable")
+
+
+def _describe(exc: Exception) -> str:
+    status = getattr(exc, "status_code", None)
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}{f' {status}' if status else ''}: {text[:300]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing tool calls
+
+
+def _parse_calls(message: Any) -> tuple[list[_Call], str | None]:
+    """The tool calls in a reply, and its text outside any ``<tool_call>`` blocks."""
+    content = message.content
+    structured = getattr(message, "tool_calls", None) or []
+    if structured:
+        calls = []
+        for i, tc in enumerate(structured):
+            function = getattr(tc, "function", None)
+            name = getattr(function, "name", None) or ""
+            raw = getattr(function, "arguments", None)
+            calls.append(_Call(getattr(tc, "id", None) or _call_id(i), name, _load_arguments(raw)))
+        return calls, content
+    if not content or "<tool_call>" not in content:
+        return [], content
+    calls = [_parse_text_call(block, i) for i, block in enumerate(_TOOL_CALL_RE.findall(content))]
+    text = _TOOL_CALL_RE.sub("", content).strip() or None
+    return calls, text
+
+
+def _parse_text_call(block: str, index: int) -> _Call:
+    try:
+        data = json.loads(block)
+    except json.JSONDecodeError as exc:
+        name = (_NAME_RE.search(block) or [None, ""])[1]
+        return _Call(
+            _call_id(index),
+            name,
+            block,
+            f"the tool call is not valid JSON ({exc.msg} at character {exc.pos}). Write it as "
+            '<tool_call>{"name": "search_emails", "arguments": {"keywords": ["..."]}}</tool_call>',
+        )
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        return _Call(
+            _call_id(index),
+            "",
+            block,
+            'a tool call must be a JSON object with a "name" (string) and "arguments" (object)',
+        )
+    arguments = data.get("arguments", data.get("parameters", {}))
+    return _Call(_call_id(index), data["name"], _load_arguments(arguments))
+
+
+def _load_arguments(raw: Any) -> Any:
+    """Arguments as a dict when they are a JSON object; otherwise as sent (the tools report the error)."""
+    if isinstance(raw, str):
+        try:
+            parsed = json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+        return parsed if isinstance(parsed, dict) else raw
+    return raw
+
+
+def _call_id(index: int) -> str:
+    return f"call_{uuid.uuid4().hex[:12]}_{index}"
+
+
+def _call_dict(call: _Call) -> dict:
+    return {"id": call.id, "name": call.name, "arguments": call.arguments}
+
+
+def _message_call(call: _Call) -> dict:
+    """A call in OpenAI message format. Arguments are always valid JSON (a raw string is JSON-quoted),
+    because vLLM parses them when the conversation is sent back."""
+    encoded = json.dumps(call.arguments, ensure_ascii=False)
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": encoded}}
+
+
+# ---------------------------------------------------------------------------------------------
+# Running tools
+
+
+def _run_tool(tools: InboxTools, call: _Call) -> tuple[str, str | None]:
+    """(tool message content, error or None); ``InboxTools.call`` reports bad input, never raises."""
+    if call.problem:
+        return f"Error: {call.problem}", call.problem
+    result = tools.call(call.name, call.arguments)
+    return result.content, result.error
+
+
+def _final_answer(content: str, arguments: Any) -> tuple[str, list[str]]:
+    """The answer and sources of a successful return_final_answer (from its result, else its arguments)."""
+    try:
+        data = json.loads(content)
+    except (json.JSONDecodeError, TypeError):
+        data = arguments if isinstance(arguments, dict) else {}
+    if not isinstance(data, dict):
+        data = arguments if isinstance(arguments, dict) else {}
+    sources = data.get("sources") or []
+    return str(data.get("answer", "")), [str(s) for s in sources] if isinstance(sources, list) else [
+        str(sources)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _emitter(on_event: EventHandler | None) -> Callable[[dict], Any]:
+    async def emit(event: dict) -> None:
+        if on_event is None:
+            return
+        result = on_event(event)
+        if inspect.isawaitable(result):
+            await result
+
+    return emit
+
+
+def _db_file(db: sqlite_utils.Database) -> Path | None:
+    """The file behind a DB connection (None for an in-memory DB)."""
+    for _, name, file in db.execute("pragma database_list").fetchall():
+        if name == "main" and file:
+            return Path(file)
+    return None
+
+
+def _batch_item(item: Any) -> tuple[str, str | Inbox, str]:
+    if isinstance(item, tuple | list):
+        question, inbox, day = item
+    elif isinstance(item, dict):
+        question, day = item["question"], item["query_date"]
+        inbox = item.get("inbox") or item["inbox_address"]
+    else:
+        question, day = item.question, item.query_date
+        inbox = getattr(item, "inbox", None) or item.inbox_address
+    return question, inbox, day.isoformat() if isinstance(day, date) else str(day)[:10]

@@ -1,0 +1,397 @@
+"""The agent loop: prompt, tool-call parsing, the error table, trajectories, batch runs.
+
+Most tests drive the loop with the scripted policy (tests/fixtures/scripted.py) because they are
+about the loop's handling of model misbehaviour; the ``vllm`` tests run it against the real
+embedded model served by vLLM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from env import agent
+from env.agent import MAX_BAD_TURNS, arun_agent, arun_batch, run_agent
+from env.config import trace_db_path
+from env.db import get_inbox, open_db
+from env.prompt import build_messages
+from env.trace import Tracer, TraceStore
+from env.trajectory import ENDED, Trajectory
+from tests.fixtures.scripted import (
+    ScriptedServer,
+    Step,
+    call,
+    completion,
+    drop,
+    hang,
+    raw,
+    status,
+    text,
+    tool_call,
+    tool_calls,
+)
+from tests.fixtures.tools import QUERY_DATE, build_tools_db
+
+GAS = "<m1.alice@example.com>"
+SEARCH = {"name": "search_emails", "arguments": {"keywords": ["gas"]}}
+ANSWER = {"name": "return_final_answer", "arguments": {"answer": "$5.10", "sources": ["m1"]}}
+FINAL = tool_call("return_final_answer", {"answer": "$5.10", "sources": [GAS]})
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep retry back-off short so the error table runs in seconds."""
+    monkeypatch.setattr(agent, "RETRY_BACKOFF_S", 0.05)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """The literal two-inbox DB, fresh per test so each test has its own trace store."""
+    return build_tools_db(tmp_path / "inbox.db")
+
+
+def rollout(server: ScriptedServer, db_path: Path, tmp_path: Path, **kwargs) -> Trajectory:
+    settings = server.settings(tmp_path, **kwargs.pop("settings", {}))
+    return run_agent(
+        "What is the May gas price forecast?", "alice-a", QUERY_DATE, db=db_path, settings=settings, **kwargs
+    )
+
+
+def assert_well_formed(traj: Trajectory) -> None:
+    """Invariants every trajectory keeps, whatever the model did."""
+    assert traj.ended in ENDED
+    assert traj.trace_id and traj.duration_s > 0
+    assert traj.messages[0]["role"] == "system" and traj.messages[-1]["role"] in {"user", "assistant", "tool"}
+    pending: list[str] = []
+    for message in traj.messages[3:]:  # after the few-shot example
+        if message["role"] == "assistant":
+            assert not pending, "every tool call of a turn gets a tool message before the next turn"
+            for tc in message.get("tool_calls") or []:
+                json.loads(tc["function"]["arguments"])  # always valid JSON when sent back
+                pending.append(tc["id"])
+        elif message["role"] == "tool":
+            assert message["tool_call_id"] == pending.pop(0)
+    for turn in traj.turns:
+        assert turn.latency_s >= 0
+    assert Trajectory.from_dict(json.loads(json.dumps(traj.to_dict()))) == traj
+    assert traj.ended in traj.render()
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompt
+
+
+def test_build_messages_has_owner_date_rules_and_one_shot_example(db_path: Path) -> None:
+    inbox = get_inbox(open_db(db_path), "alice-a")
+    messages = build_messages("When is the offsite?", inbox, "2001-05-01")
+    system = messages[0]["content"]
+    assert "alice@example.com" in system and "a.smith@example.com" in system
+    assert "2001-05-01" in system and "I don't know" in system
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    example = messages[2]["tool_calls"][0]["function"]
+    assert example["name"] == "search_emails" and json.loads(example["arguments"])["keywords"]
+    assert not any(m["role"] == "tool" for m in messages), (
+        "a tool result in the example makes the 135M model spam"
+    )
+    assert messages[-1] == {"role": "user", "content": "When is the offsite?"}
+    assert build_messages("q", inbox, "2001-05-01", few_shot=False) == [
+        messages[0],
+        {"role": "user", "content": "q"},
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Normal rollouts
+
+
+def test_structured_tool_calls_answer(scripted: ScriptedServer, db_path: Path, tmp_path: Path) -> None:
+    scripted.queue(
+        tool_call("search_emails", {"keywords": ["gas", "forecast"]}),
+        tool_call("read_email", {"message_id": GAS}),
+        FINAL,
+    )
+    events: list[dict] = []
+    traj = rollout(scripted, db_path, tmp_path, on_event=events.append)
+
+    assert traj.ended == "answered" and traj.error is None
+    assert traj.answer == "$5.10" and traj.sources == ["m1.alice@example.com"]
+    assert [c.name for c in traj.tool_calls] == ["search_emails", "read_email", "return_final_answer"]
+    assert "Gas price forecast for May" in traj.tool_calls[0].content
+    assert "Henry Hub" in traj.tool_calls[1].content
+    assert [(t.prompt_tokens, t.completion_tokens) for t in traj.turns] == [(100, 10)] * 3
+    assert traj.prompt_tokens == 300 and traj.completion_tokens == 30
+    assert_well_formed(traj)
+
+    request = scripted.requests[0]
+    assert (
+        request["model"] == "scripted" and request["tool_choice"] == "auto" and request["temperature"] == 0.0
+    )
+    assert {t["function"]["name"] for t in request["tools"]} == {
+        "search_emails",
+        "read_email",
+        "return_final_answer",
+    }
+    assert request["messages"][-1]["content"] == "What is the May gas price forecast?"
+    # the second request carries the first tool result back to the model
+    assert scripted.requests[1]["messages"][-1]["role"] == "tool"
+
+    kinds = [e["type"] for e in events]
+    assert kinds == ["model_call", "tool_call", "tool_result"] * 3 + ["final"]
+    assert events[-1]["trajectory"] is traj and events[-1]["ended"] == "answered"
+
+
+def test_text_tool_calls_are_parsed(scripted: ScriptedServer, db_path: Path, tmp_path: Path) -> None:
+    """Small models often write Hermes <tool_call> JSON in the text instead of structured calls."""
+    scripted.queue(
+        text(f"Let me search.\n<tool_call>\n{json.dumps(SEARCH)}\n</tool_call>"),
+        # an unterminated block (the reply was cut off after the JSON) still counts
+        text(f"<tool_call>{json.dumps(ANSWER)}"),
+    )
+    traj = rollout(scripted, db_path, tmp_path)
+    assert traj.ended == "answered" and traj.answer == "$5.10" and traj.sources == ["m1"]
+    assert traj.tool_calls[0].arguments == {"keywords": ["gas"]} and traj.tool_calls[0].error is None
+    assert traj.messages[4]["content"] == "Let me search."  # text outside the block is kept
+    assert_well_formed(traj)
+
+
+def test_parallel_tool_calls_run_in_order_and_calls_after_the_answer_are_skipped(
+    scripted: ScriptedServer, db_path: Path, tmp_path: Path
+) -> None:
+    scripted.queue(
+        tool_calls(call("search_emails", {"keywords": ["offsite"]}), call("read_email", {"message_id": GAS})),
+        tool_calls(
+            call("return_final_answer", {"answer": "$5.10", "sources": [GAS]}),
+            call("search_emails", {"keywords": ["more"]}),
+        ),
+    )
+    traj = rollout(scripted, db_path, tmp_path)
+    assert traj.ended == "answered"
+    first, second = traj.turns
+    assert [c.name for c in first.tool_calls] == ["search_emails", "read_email"]
+    assert all(c.error is None for c in first.tool_calls)
+    assert second.tool_calls[1].error.startswith("not run")
+    assert_well_formed(traj)
+
+
+# ---------------------------------------------------------------------------------------------
+# The error table: model misbehaviour is recorded, never raised
+
+
+@pytest.mark.parametrize(
+    ("bad", "expected"),
+    [
+        (tool_call("search_emails", '{"keywords": ["gas"'), "not valid JSON"),
+        (tool_call("search_emails", "[1, 2]"), "must be a JSON object"),
+        (tool_call("delete_inbox", {"everything": True}), "Unknown tool 'delete_inbox'"),
+        (tool_call("search_emails", {"keywords": "gas"}), "Bad arguments for search_emails"),
+        (tool_call("read_email", {"message_id": "<nope@example.com>"}), "message_id"),
+        (tool_call("return_final_answer", {"answer": "x"}), "sources is required"),
+        (
+            text('<tool_call>{"name": "search_emails", "arguments": {"keywords": ["gas"]</tool_call>'),
+            "not valid JSON",
+        ),
+        (text('<tool_call>["search_emails"]</tool_call>'), 'JSON object with a "name"'),
+    ],
+    ids=[
+        "bad-json",
+        "args-not-object",
+        "unknown-tool",
+        "wrong-type",
+        "no-such-email",
+        "missing-arg",
+        "text-bad-json",
+        "text-not-object",
+    ],
+)
+def test_a_bad_call_becomes_a_tool_error_the_model_can_fix(
+    scripted: ScriptedServer, db_path: Path, tmp_path: Path, bad, expected: str
+) -> None:
+    scripted.queue(bad, FINAL)
+    traj = rollout(scripted, db_path, tmp_path)
+    assert traj.ended == "answered", traj.render()
+    failed = traj.turns[0].tool_calls[0]
+    assert expected in failed.error
+    assert failed.content.startswith("Error:")
+    assert traj.messages[5] == {
+        "role": "tool",
+        "tool_call_id": failed.id,
+        "name": failed.name,
+        "content": failed.content,
+    }
+    assert expected in scripted.requests[1]["messages"][-1]["content"]  # the model saw the error
+    assert_well_formed(traj)
+
+
+def test_repeated_bad_calls_end_with_bad_tool_call(
+    scripted: ScriptedServer, db_path: Path, tmp_path: Path
+) -> None:
+    scripted.queue(*[tool_call("nope", {}) for _ in range(MAX_BAD_TURNS + 2)])
+    traj = rollout(scripted, db_path, tmp_path)
+    assert traj.ended == "bad_tool_call"
+    assert len(traj.turns) == MAX_BAD_TURNS and traj.failed_tool_calls == MAX_BAD_TURNS
+    assert "Unknown tool" in traj.error
+    assert_well_formed(traj)
+
+
+def test_a_good_call_resets_the_bad_call_count(
+    scripted: ScriptedServer, db_path: Path, tmp_path: Path
+) -> None:
+    bad = [tool_call("nope", {}) for _ in range(MAX_BAD_TURNS - 1)]
+    scripted.queue(*bad, tool_call("search_emails", {"keywords": ["gas"]}), *bad, FINAL)
+    traj = rollout(scripted, db_path, tmp_path, settings={"max_turns": 10})
+    assert traj.ended == "answered" and traj.failed_tool_calls == 2 * (MAX_BAD_TURNS - 1)
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"), [(text("The forecast is $5.10."), "The forecast is $5.10."), (text(""), "")]
+)
+def test_a_reply_without_tool_calls_gives_up_and_keeps_its_text(
+    scripted: ScriptedServer, db_path: Path, tmp_path: Path, reply, expected: str
+) -> None:
+    scripted.queue(reply)
+    traj = rollout(scripted, db_path, tmp_path)
+    assert traj.ended == "gave_up" and traj.answer is None and traj.sources == []
+    assert traj.reply == expected and traj.messages[-1] == {"role": "assistant", "content": expected}
+    assert_well_formed(traj)
+
+
+def test_max_turns(scripted: ScriptedServer, db_path: Path, tmp_path: Path) -> None:
+    scripted.queue(*[tool_call("search_emails", {"keywords": ["gas"]}) for _ in range(5)])
+    traj = rollout(scripted, db_path, tmp_path, max_turns=3)
+    assert traj.ended == "max_turns" and len(traj.turns) == 3 and scripted.remaining == 2
+    assert_well_formed(traj)
+
+
+def test_transient_transport_errors_are_retried(
+    scripted: ScriptedServer, db_path: Path, tmp_path: Path
+) -> None:
+    scripted.queue(status(500), drop(), FINAL)
+    events: list[dict] = []
+    traj = rollout(scripted, db_path, tmp_path, on_event=events.append)
+    assert traj.ended == "answered"
+    assert len(scripted.requests) == 3
+    assert len(traj.turns) == 1 and len(traj.turns[0].retries) == 2
+    assert "InternalServerError 500" in traj.turns[0].retries[0]
+    assert "APIConnectionError" in traj.turns[0].retries[1]
+    assert [e["delay_s"] for e in events if e["type"] == "retry"] == [0.05, 0.1]  # exponential back-off
+    assert_well_formed(traj)
+
+
+@pytest.mark.parametrize(
+    ("steps", "expected", "requests"),
+    [
+        ([status(503)] * 3, "InternalServerError 503", 3),
+        ([drop()] * 3, "APIConnectionError", 3),
+        ([hang(5.0)] * 2, "APITimeoutError", 2),
+        ([status(400, "context too long")], "BadRequestError 400", 1),  # not retried
+        ([raw("<html>not json</html>")], "", 1),
+        ([raw(json.dumps({"id": "x", "object": "chat.completion", "choices": []}))], "no choices", 1),
+    ],
+    ids=["5xx", "dropped", "hang", "4xx", "not-json", "no-choices"],
+)
+def test_persistent_model_errors_end_with_model_error(
+    scripted: ScriptedServer, db_path: Path, tmp_path: Path, steps, expected: str, requests: int
+) -> None:
+    scripted.queue(*steps)
+    settings = {"timeout_s": 0.5, "max_retries": 1} if expected == "APITimeoutError" else {}
+    traj = rollout(scripted, db_path, tmp_path, settings=settings)
+    assert traj.ended == "model_error", traj.render()
+    assert expected in traj.error and traj.turns[-1].error == traj.error
+    assert len(scripted.requests) == requests
+    assert_well_formed(traj)
+
+
+def test_a_model_error_after_tool_calls_keeps_the_work_done(
+    scripted: ScriptedServer, db_path: Path, tmp_path: Path
+) -> None:
+    scripted.queue(tool_call("search_emails", {"keywords": ["gas"]}), *[status(500)] * 3)
+    traj = rollout(scripted, db_path, tmp_path)
+    assert traj.ended == "model_error" and len(traj.turns) == 2
+    assert traj.tool_calls[0].error is None and "Gas price" in traj.tool_calls[0].content
+
+
+def test_missing_usage_is_recorded_as_unknown(
+    scripted: ScriptedServer, db_path: Path, tmp_path: Path
+) -> None:
+    scripted.queue(Step(completion("No idea.", usage=False)))
+    traj = rollout(scripted, db_path, tmp_path)
+    assert traj.turns[0].prompt_tokens is None and traj.prompt_tokens == 0
+    assert_well_formed(traj)
+
+
+# ---------------------------------------------------------------------------------------------
+# Traces, events, batches
+
+
+def test_each_rollout_is_one_trace_with_spans(
+    scripted: ScriptedServer, db_path: Path, tmp_path: Path
+) -> None:
+    scripted.queue(tool_call("search_emails", {"keywords": ["gas"]}), status(502), FINAL)
+    traj = rollout(scripted, db_path, tmp_path)
+    trace = TraceStore(trace_db_path(db_path)).get_trace(traj.trace_id)
+    assert trace is not None
+    assert trace["ended"] == "answered" and trace["answer"] == "$5.10" and trace["inbox"] == "alice-a"
+    assert trace["trajectory"] == traj
+    kinds = [(s["kind"], s["name"]) for s in trace["spans"]]
+    assert kinds == [
+        ("model", "chat"),
+        ("tool", "search_emails"),
+        ("model", "chat"),
+        ("tool", "return_final_answer"),
+    ]
+    assert trace["spans"][0]["prompt_tokens"] == 100 and trace["spans"][0]["input"]["messages"]
+    assert trace["spans"][1]["input"] == {"keywords": ["gas"]}
+
+
+def test_tracing_can_be_turned_off(scripted: ScriptedServer, db_path: Path, tmp_path: Path) -> None:
+    scripted.queue(FINAL)
+    rollout(scripted, db_path, tmp_path, tracer=False)
+    assert not trace_db_path(db_path).exists()
+
+
+def test_async_event_handlers_are_awaited(scripted: ScriptedServer, db_path: Path, tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    async def on_event(event: dict) -> None:
+        await asyncio.sleep(0)
+        seen.append(event["type"])
+
+    scripted.queue(FINAL)
+    traj = asyncio.run(
+        arun_agent(
+            "q", "alice-a", QUERY_DATE, db=db_path, settings=scripted.settings(tmp_path), on_event=on_event
+        )
+    )
+    assert traj.ended == "answered" and seen == ["model_call", "tool_call", "tool_result", "final"]
+
+
+def test_batch_keeps_order_and_runs_concurrently(
+    scripted: ScriptedServer, db_path: Path, tmp_path: Path
+) -> None:
+    n = 6
+    scripted.queue(*[Step(text("I don't know.").body, delay_s=0.3) for _ in range(n)])  # 0.3 s per reply
+    items = [(f"question {i}", "alice-a", QUERY_DATE) for i in range(n)]
+    settings = scripted.settings(tmp_path, concurrency=3)
+    store = TraceStore(tmp_path / "batch.traces.db")
+    done: list[int] = []
+    t0 = time.monotonic()
+    trajs = asyncio.run(
+        arun_batch(
+            items,
+            db=db_path,
+            settings=settings,
+            tracer=Tracer(store, name="eval"),
+            progress=False,
+            on_result=lambda i, t: done.append(i),
+        )
+    )
+    wall = time.monotonic() - t0
+    assert [t.question for t in trajs] == [f"question {i}" for i in range(n)]
+    assert all(t.ended == "gave_up" for t in trajs) and sorted(done) == list(range(n))
+    assert wall < n * 0.3  # 3 at a time: two waves of 0.3 s, not six
+    assert max(t.started for t in trajs) - min(t.started for t in trajs) >= 0.25  # the semaphore held 3 back
+    assert {t["name"] for t in store.list_traces()} == {"eval"} and len(store.list_traces()) == n
