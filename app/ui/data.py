@@ -289,16 +289,23 @@ def training_table(runs: list[Any]) -> list[dict[str, Any]]:
 
 
 def training_curves(runs: list[Any]) -> Any:
-    """Every numeric metric of the runs' metrics.jsonl as a long table: run, step, metric, value."""
+    """Every numeric metric of the runs' metrics.jsonl as a long table: run, step, metric, value.
+
+    A run that logged several stages (``sft``, ``grpo``) gets one series per stage.
+    """
     import pandas as pd
+
+    from train.metrics import read_metrics
 
     rows = []
     for run in runs:
-        for i, record in enumerate(read_jsonl(Path(run.path) / "metrics.jsonl")):
+        records = [r for r in read_metrics(Path(run.path) / "metrics.jsonl") if "train_runtime" not in r]
+        for i, record in enumerate(records):
+            series = f"{run.name} · {record['stage']}" if record.get("stage") else run.name
             step = record.get("step", i)
             for key, value in record.items():
-                if key != "step" and isinstance(value, int | float) and not isinstance(value, bool):
-                    rows.append({"run": run.name, "step": step, "metric": key, "value": float(value)})
+                if key != "step" and _is_number(value) and not isinstance(value, bool):
+                    rows.append({"run": series, "step": step, "metric": key, "value": float(value)})
     return pd.DataFrame(rows, columns=["run", "step", "metric", "value"])
 
 
