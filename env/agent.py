@@ -362,7 +362,7 @@ async def _complete(
                 raise _ModelFailure(f"{error} (gave up after {attempt + 1} attempts)") from exc
             delay = RETRY_BACKOFF_S * 2**attempt
             turn.retries.append(error)
-            log.warning("model call failed (%s); retrying in %.1f s", error, delay)
+            log.info("model call failed (%s); retrying in %.1f s", error, delay)
             await emit(
                 {
                     "type": "retry",
