@@ -230,7 +230,7 @@ def html_to_text(markup: str) -> str:
     """Visible text of an HTML body: tags, scripts and styles dropped, entities decoded.
 
     >>> html_to_text("<p>Price: <b>5&nbsp;$</b></p><script>x()</script><p>Bye</p>")
-    'Price: 5\\xa0$\\n\\nBye'
+    'Price: 5 $\\n\\nBye'
     """
     parser = _HTMLText()
     try:

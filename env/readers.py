@@ -207,6 +207,10 @@ def _read_mbox(path: Path, fmt: str, inbox: str | None) -> Iterator[Item]:
         chunk = data[start:end]
         if chunk.startswith(b"From "):
             chunk = chunk.split(b"\n", 1)[1] if b"\n" in chunk else b""
+        if chunk.endswith(b"\r\n\r\n"):  # the empty line before the next "From " belongs to the mbox
+            chunk = chunk[:-2]
+        elif chunk.endswith(b"\n\n"):
+            chunk = chunk[:-1]
         chunk = _MBOX_QUOTED_FROM.sub(rb"\1", chunk)
         yield Item(f"{path}#{index}", mailbox, _container_stem(path), len(chunk), 0.0, data=chunk)
 
