@@ -41,6 +41,7 @@ import sqlite_utils
 
 from env.config import Settings
 from env.db import Inbox, get_inbox, open_db
+from env.model import make_client
 from env.prompt import build_messages
 from env.tools import InboxTools, make_tools
 from env.trace import RolloutTrace, Tracer
@@ -112,10 +113,8 @@ async def arun_agent(
     db = db if isinstance(db, sqlite_utils.Database) else open_db(db)
     inbox = inbox if isinstance(inbox, Inbox) else get_inbox(db, inbox)
     day = query_date.isoformat() if isinstance(query_date, date) else str(query_date)[:10]
-    if client is None:
-        from env.model import make_client
-
-        client = make_client(settings)
+    own_client = client is None
+    client = make_client(settings) if client is None else client
     if tracer is None:
         tracer = Tracer.for_db(_db_file(db))
     max_turns = settings.max_turns if max_turns is None else max_turns
@@ -138,6 +137,8 @@ async def arun_agent(
         traj.duration_s = time.time() - traj.started
         if rollout:
             rollout.finish(traj)
+        if own_client:
+            await client.close()
     await emit(
         {
             "type": "final",
@@ -181,14 +182,13 @@ async def arun_batch(
 
     settings = settings or Settings()
     db = db if isinstance(db, sqlite_utils.Database) else open_db(db)
-    if client is None:
-        from env.model import make_client
-
-        client = make_client(settings)
+    own_client = client is None
+    client = make_client(settings) if client is None else client
     if tracer is None:
         tracer = Tracer.for_db(_db_file(db))
     jobs = [_batch_item(item) for item in items]
-    inboxes: dict[str, Inbox] = {}
+    # resolve every inbox first, so an unknown one fails before any rollout starts
+    inboxes = {key: get_inbox(db, key) for key in {inbox for _, inbox, _ in jobs if isinstance(inbox, str)}}
     semaphore = asyncio.Semaphore(max(1, settings.concurrency))
     counts: dict[str, int] = {}
 
@@ -203,10 +203,8 @@ async def arun_batch(
         task = bar.add_task(description, total=len(jobs), counts="")
 
         async def one(index: int, question: str, inbox_key: str | Inbox, day: str) -> Trajectory:
+            inbox = inbox_key if isinstance(inbox_key, Inbox) else inboxes[inbox_key]
             async with semaphore:
-                if isinstance(inbox_key, str) and inbox_key not in inboxes:
-                    inboxes[inbox_key] = get_inbox(db, inbox_key)
-                inbox = inbox_key if isinstance(inbox_key, Inbox) else inboxes[inbox_key]
                 traj = await arun_agent(
                     question, inbox, day, db=db, settings=settings, client=client, tracer=tracer, **kwargs
                 )
@@ -216,7 +214,11 @@ async def arun_batch(
                 on_result(index, traj)
             return traj
 
-        return list(await asyncio.gather(*(one(i, *job) for i, job in enumerate(jobs))))
+        try:
+            return list(await asyncio.gather(*(one(i, *job) for i, job in enumerate(jobs))))
+        finally:
+            if own_client:
+                await client.close()
 
 
 # ---------------------------------------------------------------------------------------------

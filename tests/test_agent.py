@@ -21,7 +21,7 @@ import pytest
 from env import agent
 from env.agent import MAX_BAD_TURNS, arun_agent, arun_batch, run_agent
 from env.config import trace_db_path
-from env.db import get_inbox, open_db
+from env.db import NoInbox, get_inbox, open_db
 from env.prompt import build_messages
 from env.trace import Tracer, TraceStore
 from env.trajectory import ENDED, Trajectory
@@ -399,6 +399,15 @@ def test_batch_keeps_order_and_runs_concurrently(
     assert wall < n * 0.3  # 3 at a time: two waves of 0.3 s, not six
     assert max(t.started for t in trajs) - min(t.started for t in trajs) >= 0.25  # the semaphore held 3 back
     assert {t["name"] for t in store.list_traces()} == {"eval"} and len(store.list_traces()) == n
+
+
+def test_batch_checks_every_inbox_before_starting(
+    scripted: ScriptedServer, db_path: Path, tmp_path: Path
+) -> None:
+    items = [("q", "alice-a", QUERY_DATE), ("q", "nobody@example.com", QUERY_DATE)]
+    with pytest.raises(NoInbox, match="nobody"):
+        asyncio.run(arun_batch(items, db=db_path, settings=scripted.settings(tmp_path), progress=False))
+    assert scripted.requests == []
 
 
 # ---------------------------------------------------------------------------------------------
