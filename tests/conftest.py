@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.fixtures.inbox",
     "tests.fixtures.model",
+    "tests.fixtures.synth",
     "tests.fixtures.tools",
     "tests.fixtures.scripted",
 ]
