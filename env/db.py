@@ -12,7 +12,10 @@ One SQLite file holds every ingested mailbox. Tables (created by :func:`ensure_s
 - ``recipients``: ``email_id``, ``kind`` (to / cc / bcc), ``address``, ``name``.
 - ``quarantine``: messages that could not be parsed: ``source`` (file path, or path#offset), reason.
 - ``sources``: files already ingested (path, size, mtime), so a rerun skips them and resumes.
-- ``emails_fts``: FTS5 over ``subject`` and ``body`` of ``emails``, kept in sync by triggers.
+- ``emails_fts``: FTS5 over ``subject``, ``body`` and ``inbox_token`` of ``emails``, kept in sync by
+  triggers. ``inbox_token`` is a generated column (see :func:`inbox_token`): one FTS5 token per
+  inbox, so a search can intersect the inbox's posting list inside FTS5 instead of ranking every
+  inbox's matches and filtering afterwards (search latency then follows the inbox's size, not the DB's).
 """
 
 from __future__ import annotations
@@ -56,7 +59,9 @@ def open_db(path: str | Path, *, create: bool = False) -> sqlite_utils.Database:
     if str(path) != ":memory:":
         path = Path(path)
         if not path.exists() and not create:
-            raise FileNotFoundError(f"No inbox DB at {path}; create one with: inboxrl ingest PATH --db {path}")
+            raise FileNotFoundError(
+                f"No inbox DB at {path}; create one with: inboxrl ingest PATH --db {path}"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
     db = sqlite_utils.Database(conn)
@@ -123,8 +128,28 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
     db["sources"].create(
         {"path": str, "size": int, "mtime": float, "messages": int}, pk="path", if_not_exists=True
     )
-    if not db["emails_fts"].exists():
-        db["emails"].enable_fts(["subject", "body"], create_triggers=True, tokenize="porter")
+    if "inbox_token" not in {row[1] for row in db.execute("pragma table_xinfo(emails)")}:
+        db.execute(
+            f"alter table emails add column inbox_token text generated always as ({INBOX_TOKEN_SQL}) virtual"
+        )
+    fts_columns = {row[1] for row in db.execute("pragma table_info(emails_fts)")}
+    if "inbox_token" not in fts_columns:  # missing, or built before inbox_token: (re)build it
+        db["emails"].enable_fts(
+            ["subject", "body", "inbox_token"], create_triggers=True, tokenize="porter", replace=True
+        )
+
+
+INBOX_TOKEN_SQL = "'inbox' || lower(hex(inbox))"
+"""SQL of the ``emails.inbox_token`` generated column; :func:`inbox_token` computes the same in Python."""
+
+
+def inbox_token(inbox_id: str) -> str:
+    """The single FTS5 token that tags every email of an inbox: ``inbox`` + hex of its UTF-8 key.
+
+    >>> inbox_token("allen-p")
+    'inbox616c6c656e2d70'
+    """
+    return "inbox" + inbox_id.encode("utf-8").hex()
 
 
 def list_inboxes(db: sqlite_utils.Database) -> list[Inbox]:

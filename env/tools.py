@@ -33,7 +33,7 @@ from typing import Any, get_type_hints
 import sqlite_utils
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from env.db import Inbox, get_inbox, open_db
+from env.db import Inbox, get_inbox, inbox_token, open_db
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,9 @@ MAX_RESULTS = 50  # search_emails returns at most this many emails
 MAX_KEYWORDS = 20
 MAX_ARG_CHARS = 200  # per keyword, address filter or message id
 SNIPPET_TOKENS = 24
+# FTS5's snippet() tokenizes the whole body (here ~0.15 ms per 1,000 characters, 200 ms for the
+# 1.4 MB Enron outlier): longer bodies get a snippet built around the first keyword by _long_snippet.
+SNIPPET_MAX_CHARS = 20_000
 # Shown in the error message when a call's arguments do not fit the tool's signature.
 EXAMPLES = {
     "search_emails": '{"keywords": ["gas", "price"], "sent_after": "2001-01-01", "max_results": 10}',
@@ -85,6 +88,11 @@ def make_tools(
     """
     if not isinstance(db, sqlite_utils.Database):
         db = open_db(db)
+    if "inbox_token" not in {row[1] for row in db.execute("pragma table_info(emails_fts)")}:
+        raise ValueError(
+            "This inbox DB has no inbox_token in its search index (built by an older InboxRL); upgrade it "
+            "once with env.db.ensure_schema(db), or rerun `inboxrl ingest` on it (it skips known mail)."
+        )
     if not isinstance(inbox, Inbox):
         inbox = get_inbox(db, inbox)
     return InboxTools(db, inbox, _as_date(query_date))
@@ -142,11 +150,19 @@ class InboxTools:
         """
         sql, params = self.search_sql(keywords, from_addr, to_addr, sent_after, sent_before, max_results)
         rows = self.db.execute(sql, params).fetchall()
-        any_query = self._fts_query(keywords, "OR")
-        if not rows and len(any_query.phrases) > 1:
-            rows = self.db.execute(sql, {**params, "query": any_query.text}).fetchall()
+        phrases = _phrases(keywords)
+        if not rows and len(phrases) > 1:
+            rows = self.db.execute(sql, {**params, "query": self._fts_query(phrases, "OR")}).fetchall()
         columns = ("message_id", "subject", "from_address", "date", "snippet")
-        return [dict(zip(columns, row, strict=True)) for row in rows]
+        hits = [dict(zip(columns, row, strict=True)) for row in rows]
+        for hit in hits:
+            if hit["snippet"] is None:  # a body over SNIPPET_MAX_CHARS
+                (body,) = self.db.execute(
+                    "select body from emails where inbox = ? and message_id = ?",
+                    [self.inbox.id, hit["message_id"]],
+                ).fetchone()
+                hit["snippet"] = _long_snippet(body or "", phrases)
+        return hits
 
     def read_email(self, message_id: str) -> dict:
         """Read one email in full.
@@ -159,13 +175,13 @@ class InboxTools:
         """
         wanted = _clean_id(message_id)
         sql = (
-            "select id, message_id, subject, from_address, from_name, date, folder, body from emails "
-            "where inbox = :inbox and (message_id in (:bare, :angled) or id in ("
-            "select email_id from message_ids where inbox = :inbox and message_id in (:bare, :angled)))"
+            "select e.id, e.message_id, e.subject, e.from_address, e.from_name, e.date, e.folder, e.body "
+            "from message_ids m join emails e on e.id = m.email_id "
+            "where m.inbox = :inbox and m.message_id in (:bare, :angled) and e.inbox = :inbox"
         )
         params = {"inbox": self.inbox.id, "bare": wanted, "angled": f"<{wanted}>"}
         if self.until:
-            sql += " and date < :until"
+            sql += " and e.date < :until"
             params["until"] = self.until
         row = self.db.execute(sql + " limit 1", params).fetchone()
         if row is None:
@@ -251,10 +267,10 @@ class InboxTools:
         if max_results < 1:
             raise ToolError(f"max_results must be between 1 and {MAX_RESULTS}.")
         params: dict[str, Any] = {
-            "query": self._fts_query(keywords, "AND").text,
+            "query": self._fts_query(_phrases(keywords), "AND"),
             "inbox": self.inbox.id,
             "limit": min(max_results, MAX_RESULTS),
-            "weights": "bm25({}, {})".format(*BM25_WEIGHTS),
+            "weights": "bm25({}, {}, 0.0)".format(*BM25_WEIGHTS),  # inbox_token: no weight
         }
         where = ["emails_fts match :query", "rank match :weights", "e.inbox = :inbox"]
         if self.until:
@@ -280,32 +296,56 @@ class InboxTools:
         start, end = HIGHLIGHT
         sql = (
             "select e.message_id, e.subject, e.from_address, e.date, "
-            f"snippet(emails_fts, -1, '{start}', '{end}', ' … ', {SNIPPET_TOKENS}) as snippet\n"
+            f"case when length(e.body) <= {SNIPPET_MAX_CHARS} then "
+            f"snippet(emails_fts, -1, '{start}', '{end}', ' … ', {SNIPPET_TOKENS}) end as snippet\n"
             "from emails_fts join emails e on e.id = emails_fts.rowid\n"
             "where " + "\n  and ".join(where) + "\norder by rank\nlimit :limit"
         )
         return sql, params
 
-    def _fts_query(self, keywords: list[str], op: str) -> _FtsQuery:
-        if not isinstance(keywords, list) or not all(isinstance(k, str) for k in keywords):
-            raise ToolError('keywords must be a list of strings, e.g. ["budget", "meeting"].')
-        if len(keywords) > MAX_KEYWORDS:
-            raise ToolError(f"Use at most {MAX_KEYWORDS} keywords; pick the few most specific words.")
-        for keyword in keywords:
-            if len(keyword) > MAX_ARG_CHARS:
-                raise ToolError(f"Keywords are words or short phrases of at most {MAX_ARG_CHARS} characters.")
-        # A keyword with no letter or digit has no token for FTS5's unicode61 tokenizer.
-        cleaned = [_plain(k) for k in keywords]
-        phrases = tuple('"' + k.replace('"', '""') + '"' for k in cleaned if any(c.isalnum() for c in k))
-        if not phrases:
-            raise ToolError('Give at least one keyword with letters or digits, e.g. ["budget", "meeting"].')
-        return _FtsQuery(phrases, f" {op} ".join(phrases))
+    def _fts_query(self, phrases: tuple[str, ...], op: str) -> str:
+        """The FTS5 query: this inbox's token AND the keyword phrases (joined by ``op``) in subject or body.
+
+        The inbox token narrows the match inside FTS5, so BM25 scores only this inbox's emails;
+        ``e.inbox = :inbox`` in the SQL stays the guarantee.
+        """
+        return (
+            f'inbox_token : "{inbox_token(self.inbox.id)}" AND {{subject body}} : ({f" {op} ".join(phrases)})'
+        )
 
 
-@dataclass(frozen=True)
-class _FtsQuery:
-    phrases: tuple[str, ...]
-    text: str
+def _phrases(keywords: list[str]) -> tuple[str, ...]:
+    """Each keyword as a quoted FTS5 phrase, so no model text is read as FTS5 syntax."""
+    if not isinstance(keywords, list) or not all(isinstance(k, str) for k in keywords):
+        raise ToolError('keywords must be a list of strings, e.g. ["budget", "meeting"].')
+    if len(keywords) > MAX_KEYWORDS:
+        raise ToolError(f"Use at most {MAX_KEYWORDS} keywords; pick the few most specific words.")
+    for keyword in keywords:
+        if len(keyword) > MAX_ARG_CHARS:
+            raise ToolError(f"Keywords are words or short phrases of at most {MAX_ARG_CHARS} characters.")
+    # A keyword with no letter or digit has no token for FTS5's unicode61 tokenizer.
+    cleaned = [_plain(k) for k in keywords]
+    phrases = tuple('"' + k.replace('"', '""') + '"' for k in cleaned if any(c.isalnum() for c in k))
+    if not phrases:
+        raise ToolError('Give at least one keyword with letters or digits, e.g. ["budget", "meeting"].')
+    return phrases
+
+
+def _long_snippet(text: str, phrases: tuple[str, ...]) -> str:
+    """About SNIPPET_TOKENS words of ``text`` around the first word starting with a keyword, marked.
+
+    The stand-in for FTS5's snippet() on very long bodies: prefix matching approximates stemming.
+    """
+    words = sorted({w for p in phrases for w in re.findall(r"\w+", p.lower())}, key=len, reverse=True)
+    pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\w*", re.IGNORECASE)
+    hit = pattern.search(text)
+    centre = hit.start() if hit else 0
+    head = text[max(0, centre - 400) : centre].split()
+    before = head[len(head) - SNIPPET_TOKENS // 3 :] if len(head) > SNIPPET_TOKENS // 3 else head
+    after = text[centre : centre + 2000].split()[: SNIPPET_TOKENS - len(before)]
+    window = pattern.sub(lambda m: f"{HIGHLIGHT[0]}{m.group(0)}{HIGHLIGHT[1]}", " ".join(before + after))
+    cut_before = len(before) < len(head) or bool(text[: max(0, centre - 400)].strip())
+    return ("… " if cut_before else "") + window + " …"
 
 
 # ---- argument helpers ----

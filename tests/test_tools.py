@@ -8,9 +8,9 @@ from datetime import date
 
 import pytest
 
-from env.db import NoInbox, open_db
+from env.db import NoInbox, ensure_schema, open_db
 from env.tools import TOOL_NAMES, InboxTools, ToolError, make_tools
-from tests.fixtures.tools import QUERY_DATE
+from tests.fixtures.tools import QUERY_DATE, build_tools_db
 
 
 @pytest.fixture
@@ -137,10 +137,40 @@ def test_every_search_result_can_be_read(alice):
 def test_search_sql_is_the_query_search_runs(alice):
     sql, params = alice.search_sql(["gas"], from_addr="bob")
     assert "emails_fts match :query" in sql and "e.inbox = :inbox" in sql and "e.date < :until" in sql
-    assert params["query"] == '"gas"' and params["inbox"] == "alice-a" and params["from_addr"] == "%bob%"
+    assert params["query"] == 'inbox_token : "inbox616c6963652d61" AND {subject body} : ("gas")'
+    assert params["inbox"] == "alice-a" and params["from_addr"] == "%bob%"
     assert [row[0] for row in alice.db.execute(sql, params)] == ids(
         alice.search_emails(["gas"], from_addr="bob")
     )
+
+
+def test_the_inbox_token_is_not_searchable_text(alice):
+    assert alice.search_emails(["inbox616c6963652d61"]) == []
+    assert alice.search_emails(["inbox616c6963652d61", "zzz"]) == []
+
+
+def test_an_index_built_before_inbox_token_is_rebuilt(tmp_path):
+    """A DB whose FTS5 index has only subject and body gets inbox_token on its next ensure_schema."""
+    path = build_tools_db(tmp_path / "old.db")
+    db = open_db(path)
+    db["emails"].disable_fts()
+    db["emails"].enable_fts(["subject", "body"], create_triggers=True, tokenize="porter")
+    with pytest.raises(ValueError, match=r"upgrade it once with env.db.ensure_schema\(db\)"):
+        make_tools(db, "alice-a", QUERY_DATE)
+    ensure_schema(db)
+    assert "inbox_token" in {row[1] for row in db.execute("pragma table_info(emails_fts)")}
+    tools = make_tools(db, "alice-a", QUERY_DATE)
+    assert ids(tools.search_emails(["forecast"])) == ["<m1.alice@example.com>"]
+    db["emails"].insert(
+        {
+            "id": 99,
+            "inbox": "alice-a",
+            "message_id": "<new>",
+            "subject": "forecast",
+            "date": "2001-01-01T00:00:00Z",
+        }
+    )
+    assert ids(tools.search_emails(["forecast"])) == ["<new>", "<m1.alice@example.com>"]
 
 
 # ---- read_email ----

@@ -63,8 +63,8 @@ def _tools(db_path: Path | None, inbox: str, query_date: str | None) -> InboxToo
         return make_tools(db, inbox, query_date)
     except NoInbox as e:
         _fail(f"{e}. Pass one of them with --inbox.")
-    except ValueError as e:
-        _fail(f"{e}: pass --date like 2001-05-31.")
+    except ValueError as e:  # a bad --date, or a DB to upgrade: the message says what to do
+        _fail(str(e).replace("query_date", "--date"))
 
 
 def _highlight(snippet: str) -> str:
