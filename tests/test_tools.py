@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import inspect
 import json
-from datetime import date
+import random
+import re
+from datetime import date, timedelta
 
 import pytest
 
-from env.db import NoInbox, ensure_schema, open_db
+from env.db import NoInbox, ensure_schema, list_inboxes, open_db
 from env.tools import TOOL_NAMES, InboxTools, ToolError, make_tools
+from synth_data.questions import default_questions_path, load_questions
 from tests.fixtures.tools import QUERY_DATE, build_tools_db
 
 
@@ -443,3 +446,102 @@ def test_hostile_keywords_that_hold_words_still_search(alice):
     assert alice.search_emails(["body:forecast"]) == []  # the phrase "body forecast", not a column filter
     assert alice.search_emails(["NOT storage"]) == []  # the phrase "not storage", not the NOT operator
     assert alice.search_emails(["inbox:bob-b"]) == []
+
+
+# ---- real data: the shipped default inbox (allen-p, south-s, grigsby-m) ----
+
+
+@pytest.fixture(scope="module")
+def real_db(default_db_path):
+    db = open_db(default_db_path)
+    yield db
+    db.close()
+
+
+def sample_keywords(db, inbox: str, n: int, seed: int = 0) -> list[list[str]]:
+    """``n`` keyword lists of one or two words from the inbox's own subjects."""
+    rng = random.Random(seed)
+    subjects = [r[0] for r in db.execute("select subject from emails where inbox = ? order by id", [inbox])]
+    words = sorted({w.lower() for s in subjects for w in re.findall(r"[A-Za-z]{4,}", s or "")})
+    return [rng.sample(words, rng.choice([1, 2])) for _ in range(n)]
+
+
+def owner_and_date(db, message_id: str) -> tuple[str, str | None]:
+    return db.execute(
+        "select e.inbox, e.date from message_ids m join emails e on e.id = m.email_id where m.message_id = ?",
+        [message_id],
+    ).fetchone()
+
+
+def test_real_inbox_scoping_and_date_clamp(real_db):
+    inboxes = [i.id for i in list_inboxes(real_db)]
+    assert set(inboxes) == {"allen-p", "south-s", "grigsby-m"}
+    searched = found = 0
+    for inbox in inboxes:
+        first, last = real_db.execute(
+            "select min(date), max(date) from emails where inbox = ? and date > '1990'", [inbox]
+        ).fetchone()
+        middle = (
+            date.fromisoformat(first[:10])
+            + (date.fromisoformat(last[:10]) - date.fromisoformat(first[:10])) / 2
+        )
+        tools = make_tools(real_db, inbox, middle)
+        for other in inboxes:  # keywords from every inbox, searched in this one
+            for keywords in sample_keywords(real_db, other, 15):
+                hits = tools.search_emails(keywords, max_results=50)
+                searched += 1
+                found += bool(hits)
+                for hit in hits:
+                    owner, sent = owner_and_date(real_db, hit["message_id"])
+                    assert owner == inbox
+                    assert sent is not None and sent[:10] <= middle.isoformat()
+                    assert hit["date"] == sent
+                    email = tools.read_email(hit["message_id"])  # every result can be read
+                    assert email["message_id"] == hit["message_id"] and email["subject"] == hit["subject"]
+    assert found > searched / 2  # the check above ran on real results
+
+
+def test_real_future_emails_appear_only_after_their_date(real_db):
+    rng = random.Random(1)
+    rows = real_db.execute(
+        "select inbox, message_id, subject, date from emails where date > '1990' and subject != '' "
+        "order by id"
+    ).fetchall()
+    checked = 0
+    for inbox, message_id, subject, sent in rng.sample(rows, 40):
+        words = re.findall(r"[A-Za-z]{4,}", subject)
+        if not words:
+            continue
+        day = date.fromisoformat(sent[:10])
+        before, on_the_day = (
+            make_tools(real_db, inbox, day - timedelta(days=1)),
+            make_tools(real_db, inbox, day),
+        )
+        assert message_id not in ids(before.search_emails(words, max_results=50))
+        with pytest.raises(ToolError):
+            before.read_email(message_id)
+        assert on_the_day.read_email(message_id)["message_id"] == message_id
+        checked += 1
+    assert checked >= 30
+
+
+def test_real_recipients_round_trip(real_db):
+    """read_email returns every recipient row of the email (ART·E returned none)."""
+    tools = make_tools(real_db, "allen-p", None)
+    rows = real_db.execute(
+        "select e.message_id, count(r.rowid) from emails e join recipients r on r.email_id = e.id "
+        "where e.inbox = 'allen-p' group by e.id order by count(r.rowid) desc limit 20"
+    ).fetchall()
+    assert rows
+    for message_id, count in rows:
+        email = tools.read_email(message_id)
+        assert len(email["to"]) + len(email["cc"]) + len(email["bcc"]) == count
+
+
+def test_gold_sources_of_the_shipped_questions_are_readable_at_their_date(real_db):
+    questions = load_questions(default_questions_path())
+    assert questions
+    for q in questions:
+        tools = make_tools(real_db, q.inbox_address, q.query_date)
+        for message_id in q.message_ids:
+            assert tools.read_email(message_id), (q.id, message_id)
