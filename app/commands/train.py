@@ -1,0 +1,247 @@
+"""`inboxrl train sft|grpo|config`, `inboxrl retrain`, `inboxrl runs`: training and the adapter registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from env.config import Settings
+
+app = typer.Typer(help="Train LoRA adapters: SFT warm-start and GRPO.", no_args_is_help=True)
+
+Preset = Annotated[str, typer.Option(help="Settings preset: auto (gpu if CUDA else cpu), gpu, cpu, smoke.")]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML file of settings (see configs/).")]
+Sets = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override one setting, KEY=VALUE (repeatable); see `train config`."),
+]
+Name = Annotated[str | None, typer.Option(help="Run name (folder under runs/); default <stage>-<timestamp>.")]
+Questions = Annotated[Path | None, typer.Option(help="Questions JSONL; default the shipped set.")]
+Inbox = Annotated[list[str] | None, typer.Option("--inbox", help="Train only on this mailbox (repeatable).")]
+MaxSteps = Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")]
+Resume = Annotated[bool, typer.Option(help="Resume the named run from its last checkpoint if it exists.")]
+
+
+def _fail(e: Exception) -> typer.Exit:
+    typer.secho(f"Error: {e}", err=True, fg="red")
+    return typer.Exit(1)
+
+
+def _overrides(cls: type, sets: list[str] | None, **options: object) -> dict:
+    from train.config import parse_overrides
+
+    values = parse_overrides(sets or [], cls)
+    values.update({k: v for k, v in options.items() if v not in (None, [])})
+    return values
+
+
+def _report(result: object, info: object) -> None:
+    typer.echo(
+        f"Trained {result.stage} run {result.name}: {result.steps} steps in {result.train_runtime_s:.0f} s "
+        f"on {result.n_questions} questions."
+    )
+    typer.echo(f"Adapter: {info.adapter_dir}  (serve it: inboxrl model serve --adapter {result.name})")
+    typer.echo(
+        f"Metrics: {result.metrics_path}" + (f"  plot: {result.plot_path}" if result.plot_path else "")
+    )
+
+
+@app.command()
+def sft(
+    preset: Preset = "auto",
+    config: ConfigFile = None,
+    set_: Sets = None,
+    name: Name = None,
+    questions: Questions = None,
+    inbox: Inbox = None,
+    max_steps: MaxSteps = None,
+    source: Annotated[
+        str | None, typer.Option(help="qa (built from QA pairs) or teacher (distillation).")
+    ] = None,
+    resume: Resume = True,
+) -> None:
+    """Supervised warm-start (LoRA) on successful trajectories, then register the adapter."""
+    from train.config import InboxSFTConfig, load_config
+    from train.registry import register_run
+    from train.sft import train_sft
+
+    settings = Settings()
+    try:
+        values = _overrides(
+            InboxSFTConfig,
+            set_,
+            questions=str(questions) if questions else None,
+            inboxes=inbox,
+            max_steps=max_steps,
+            source=source,
+        )
+        cfg = load_config(InboxSFTConfig, preset, config, values)
+        result = train_sft(settings, cfg, name=name, resume=resume)
+        info = register_run(
+            settings, result.name, result.adapter_dir, kind="sft", base_model=result.base_model,
+            data={"questions": result.questions, **result.data}, config=cfg.to_dict(),
+        )  # fmt: skip
+    except (ValueError, LookupError, FileNotFoundError, FileExistsError) as e:
+        raise _fail(e) from e
+    _report(result, info)
+
+
+@app.command()
+def grpo(
+    preset: Preset = "auto",
+    config: ConfigFile = None,
+    set_: Sets = None,
+    name: Name = None,
+    questions: Questions = None,
+    inbox: Inbox = None,
+    max_steps: MaxSteps = None,
+    init_adapter: Annotated[
+        str | None,
+        typer.Option(help="Start from this adapter: a registered run (e.g. an SFT run) or a folder."),
+    ] = None,
+    resume: Resume = True,
+) -> None:
+    """LoRA GRPO on the inbox environment (judge reward), then register the adapter."""
+    from train.config import InboxGRPOConfig, load_config
+    from train.grpo import train_grpo
+    from train.registry import register_run
+
+    settings = Settings()
+    try:
+        values = _overrides(
+            InboxGRPOConfig,
+            set_,
+            questions=str(questions) if questions else None,
+            inboxes=inbox,
+            max_steps=max_steps,
+            init_adapter=init_adapter,
+        )
+        cfg = load_config(InboxGRPOConfig, preset, config, values)
+        result = train_grpo(settings, cfg, name=name, resume=resume)
+        info = register_run(
+            settings, result.name, result.adapter_dir, kind="grpo", base_model=result.base_model,
+            data={"questions": result.questions, **result.data}, config=cfg.to_dict(),
+            parent=cfg.init_adapter,
+        )  # fmt: skip
+    except (ValueError, LookupError, FileNotFoundError, FileExistsError) as e:
+        raise _fail(e) from e
+    _report(result, info)
+
+
+@app.command("config")
+def show_config(
+    stage: Annotated[str, typer.Argument(help="grpo or sft")] = "grpo",
+    preset: Annotated[str, typer.Option(help="Show this preset's values (gpu, cpu, smoke).")] = "gpu",
+) -> None:
+    """List every training setting with its group, value in the preset, and help."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from train.config import InboxGRPOConfig, InboxSFTConfig, describe, load_config
+
+    cls = {"grpo": InboxGRPOConfig, "sft": InboxSFTConfig}.get(stage)
+    if cls is None:
+        raise _fail(ValueError(f"Unknown stage {stage!r}; use grpo or sft."))
+    values = load_config(cls, preset).to_dict()
+    table = Table(title=f"{stage} settings (preset {preset}); override with --set KEY=VALUE")
+    for column in ("group", "setting", "value", "help"):
+        table.add_column(column)
+    for group, field_name, _default, help_text in describe(cls):
+        table.add_row(group, field_name, repr(values[field_name]), help_text)
+    Console().print(table)
+
+
+def runs(name: Annotated[str | None, typer.Argument(help="Show one run in full.")] = None) -> None:
+    """List the registered adapters (runs/), or show one."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from train.registry import get_run, list_runs
+
+    settings = Settings()
+    if name:
+        try:
+            info = get_run(settings, name)
+        except LookupError as e:
+            raise _fail(e) from e
+        typer.echo(
+            json.dumps({**info.to_dict(), "adapter_dir": str(info.adapter_dir)}, indent=2, default=str)
+        )
+        return
+    table = Table(title=f"Registered runs in {settings.runs_dir}")
+    for column in ("name", "kind", "created", "parent", "questions", "accuracy", "hallucination"):
+        table.add_column(column)
+    for info in list_runs(settings):
+        summary = info.eval or {}
+        table.add_row(
+            info.name,
+            info.kind,
+            info.created,
+            info.parent or "",
+            str(len(info.data.get("question_ids", [])) or info.data.get("examples", "")),
+            _pct(summary.get("accuracy")),
+            _pct(summary.get("hallucination_rate")),
+        )
+    Console().print(table)
+
+
+def _pct(value: object) -> str:
+    return f"{value:.1%}" if isinstance(value, int | float) else ""
+
+
+def retrain(
+    inbox: Annotated[
+        Path, typer.Option(help="New mail: a maildir, mbox, .eml folder or .tar.gz of a maildir.")
+    ],
+    model: Annotated[
+        str | None, typer.Option(help="Base model folder or hub id; default the embedded model.")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Name of the new adapter; default retrain-<timestamp>.")
+    ] = None,
+    preset: Preset = "auto",
+    questions_per_inbox: Annotated[int, typer.Option(help="Questions to synthesize per new mailbox.")] = 24,
+    sft: Annotated[bool, typer.Option(help="Warm-start with SFT before GRPO.")] = True,
+    sft_steps: Annotated[
+        int | None, typer.Option(help="SFT optimizer steps (default: the preset's epochs).")
+    ] = None,
+    grpo_steps: Annotated[
+        int | None, typer.Option(help="GRPO optimizer steps (default: the preset's epochs).")
+    ] = None,
+    eval_questions: Annotated[
+        int | None, typer.Option(help="Evaluate on at most this many test questions.")
+    ] = None,
+    set_: Sets = None,
+) -> None:
+    """Ingest new mail, make QA, train (SFT + GRPO), evaluate, and register the adapter if it is not worse."""
+    from train.retrain import RetrainOptions, run_retrain
+
+    settings = Settings()
+    options = RetrainOptions(
+        inbox=inbox,
+        model=model,
+        name=name,
+        preset=preset,
+        questions_per_inbox=questions_per_inbox,
+        sft=sft,
+        sft_steps=sft_steps,
+        grpo_steps=grpo_steps,
+        eval_questions=eval_questions,
+        grpo_overrides=list(set_ or []),
+    )
+    try:
+        outcome = run_retrain(settings, options)
+    except (ValueError, LookupError, FileNotFoundError, RuntimeError) as e:
+        raise _fail(e) from e
+    typer.echo(outcome.summary())
+
+
+def register(cli: typer.Typer) -> None:
+    """Add `train`, `retrain` and `runs` to the CLI."""
+    cli.add_typer(app, name="train")
+    cli.command("retrain")(retrain)
+    cli.command("runs")(runs)

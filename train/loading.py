@@ -1,0 +1,191 @@
+"""What SFT and GRPO both load: the base model with its LoRA, the training questions, the run folder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from env.config import Settings
+from env.db import NoInbox, get_inbox, open_db
+from synth_data.questions import Question, default_questions_path, load_questions
+from train.config import _TrainFields
+from train.registry import resolve_adapter_path, run_dir
+
+CHECKPOINTS = "checkpoints"
+FINAL_ADAPTER = "adapter"  # registered in place: run.json is written beside it
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced (also written to ``<run>/result.json``)."""
+
+    name: str
+    stage: str
+    run_dir: str
+    adapter_dir: str
+    base_model: str
+    init_adapter: str | None
+    questions: str
+    n_questions: int
+    steps: int
+    train_runtime_s: float
+    resumed_from: str | None = None
+    metrics_path: str = ""
+    plot_path: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return asdict(self)
+
+
+def base_model_path(settings: Settings, config: _TrainFields) -> str:
+    """The base model: ``config.base_model``, or the embedded model prepared by ``env.model``."""
+    if config.base_model:
+        return config.base_model
+    from env.model import prepare_embedded_model
+
+    return str(prepare_embedded_model(settings))
+
+
+def training_questions(settings: Settings, config: _TrainFields) -> tuple[Path, list[Question]]:
+    """The questions to train on: the file, filtered to ``config.inboxes``, capped at ``max_questions``.
+
+    Questions whose inbox is not in the DB are an error naming the fix.
+    """
+    path = Path(config.questions) if config.questions else default_questions_path()
+    questions = load_questions(path)
+    if config.inboxes:
+        wanted = {i.lower() for i in config.inboxes}
+        questions = [
+            q for q in questions if (q.mailbox or "").lower() in wanted or q.inbox_address.lower() in wanted
+        ]
+    db = open_db(settings.db_path)
+    missing = set()
+    for key in {q.inbox_key for q in questions}:
+        try:
+            get_inbox(db, key)
+        except NoInbox:
+            missing.add(key)
+    if missing:
+        raise NoInbox(
+            f"{len(missing)} inbox(es) of {path} are not in {settings.db_path}: {sorted(missing)}. "
+            "Ingest them first (inboxrl ingest PATH) or pick others with inboxes=..."
+        )
+    if config.max_questions is not None:
+        questions = questions[: config.max_questions]
+    if not questions:
+        raise ValueError(f"No training questions left from {path} (inboxes={config.inboxes or 'all'}).")
+    return path, questions
+
+
+def load_tokenizer(base_model: str) -> Any:
+    """The base model's tokenizer; its chat template must render tool calls (e.g. the Qwen2.5 one)."""
+    from transformers import AutoTokenizer
+    from trl.chat_template_utils import supports_tool_calling
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    if not supports_tool_calling(tokenizer):
+        raise ValueError(
+            f"The chat template of {base_model} cannot render tool calls. Use a model with a tool template, "
+            "or install one: tokenizer.chat_template = trl.chat_template_utils.qwen2_5_chat_template "
+            "(inboxrl model prepare does this for the embedded model)."
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_policy(settings: Settings, config: _TrainFields, base_model: str, device: str) -> tuple[Any, Any]:
+    """``(model, peft_config)``: the base model, with the starting adapter loaded trainable if any.
+
+    When ``config`` names an ``init_adapter`` (a folder or a registered run), the model comes back
+    as a ``PeftModel`` and ``peft_config`` is None; otherwise the trainer adds a fresh LoRA from
+    ``peft_config``. With ``use_unsloth`` (GPU) unsloth loads the model and adds the LoRA itself.
+    """
+    import torch
+
+    init_adapter = getattr(config, "init_adapter", None)
+    dtype = torch.bfloat16 if (device == "cuda" and config.bf16) else torch.float32
+    if config.use_unsloth:
+        return _load_unsloth(config, base_model, init_adapter, settings), None
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
+    if init_adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(
+            model, str(resolve_adapter_path(settings, init_adapter)), is_trainable=True
+        )
+        return model, None
+    return model, config.lora_config()
+
+
+def _load_unsloth(config: _TrainFields, base_model: str, init_adapter: str | None, settings: Settings) -> Any:
+    try:
+        from unsloth import FastLanguageModel
+    except ImportError as e:
+        raise ImportError(
+            "use_unsloth=True needs unsloth on a CUDA machine: pip install 'inboxrl[unsloth]'"
+        ) from e
+    max_len = getattr(config, "max_completion_length", 2048) + 2048
+    if init_adapter:
+        model, _ = FastLanguageModel.from_pretrained(
+            str(resolve_adapter_path(settings, init_adapter)), max_seq_length=max_len
+        )
+        return model
+    model, _ = FastLanguageModel.from_pretrained(base_model, max_seq_length=max_len, load_in_4bit=False)
+    return FastLanguageModel.get_peft_model(
+        model,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.lora_target_modules),
+        use_gradient_checkpointing="unsloth" if config.gradient_checkpointing else False,
+        random_state=config.seed,
+    )
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete ``checkpoint-N`` folder under ``folder`` (None when there is none)."""
+    if not folder.is_dir():
+        return None
+    done = [
+        p
+        for p in folder.glob("checkpoint-*")
+        if p.is_dir() and p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
+    ]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def prepare_run_dir(settings: Settings, name: str, stage: str, config: _TrainFields, *, resume: bool) -> Path:
+    """Create (or reopen, to resume) ``<runs_dir>/<name>`` and record the config in ``train.json``.
+
+    Resuming with a different config is refused: the checkpoints would not match it.
+    """
+    folder = run_dir(settings, name)
+    spec = folder / "train.json"
+    wanted = {"stage": stage, "config": config.to_dict()}
+    if spec.is_file():
+        previous = json.loads(spec.read_text())
+        if not resume:
+            raise FileExistsError(
+                f"Run {name!r} already exists in {folder}; pick another --name or pass --resume."
+            )
+        if previous != wanted:
+            changed = sorted(
+                k for k in set(previous["config"]) | set(wanted["config"])
+                if previous["config"].get(k) != wanted["config"].get(k)
+            )  # fmt: skip
+            raise ValueError(
+                f"Run {name!r} was started with other settings ({', '.join(changed) or previous['stage']}); "
+                "resume it with the same settings, or start a new --name."
+            )
+    else:
+        from train.registry import write_json_atomic
+
+        write_json_atomic(spec, wanted)
+    return folder

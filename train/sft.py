@@ -1,0 +1,319 @@
+"""SFT warm-start: LoRA supervised fine-tuning on successful trajectories (TRL SFTTrainer).
+
+    inboxrl train sft --preset cpu --name sft-1                       # trajectories built from the QA pairs
+    inboxrl train sft --source teacher --set teacher_model=gpt-4.1     # distil a teacher's correct rollouts
+    inboxrl train grpo --init-adapter sft-1                           # then GRPO from the warm start
+
+The embedded 135M model rarely finishes a rollout on its own, so GRPO from scratch sees almost no
+reward. Two ways to get trajectories that end in a right answer:
+
+- ``qa`` (offline): for each question, search with words of the question that retrieve a cited
+  email (checked with the real ``search_emails``), read it, and return the gold answer with its
+  sources. An unanswerable question searches, finds nothing that answers it, and says
+  "I don't know". :func:`qa_trajectory` builds one.
+- ``teacher``: run the agent loop (``env.agent.arun_batch``) with a stronger model on any
+  OpenAI-compatible endpoint and keep the trajectories the judge marks correct.
+
+Both use the serving prompt (``env.prompt.build_messages``), tool schemas and tool messages, and
+the loss covers only the assistant turns (TRL's ``assistant_only_loss``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from typing import Any
+
+from env.config import Settings
+from env.db import get_inbox, open_db, resolve_message_ids
+from env.prompt import I_DONT_KNOW, build_messages
+from env.tools import InboxTools, make_tools
+from synth_data.questions import Question
+from train.config import InboxSFTConfig
+from train.env import template_messages
+from train.loading import (
+    CHECKPOINTS,
+    FINAL_ADAPTER,
+    TrainResult,
+    base_model_path,
+    last_checkpoint,
+    load_policy,
+    load_tokenizer,
+    prepare_run_dir,
+    training_questions,
+)
+from train.metrics import make_callback, plot_metrics
+from train.registry import new_run_name, write_json_atomic
+
+MAX_READS = 2  # cited emails a built trajectory reads before answering
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9$#.'/-]*[A-Za-z0-9]|[A-Za-z0-9]")
+_STOP = set(
+    """a about above after again all am an and any are as at be been before being below between both but by
+    can could did do does doing down during each few for from further had has have having he her here hers
+    him his how i if in into is it its just me more most my myself no nor not now of off on once only or
+    other our ours out over own same she should so some such than that the their theirs them then there
+    these they this those through to too under until up very was we were what when where which while who
+    whom why will with would you your yours yourself didn't don't doesn't get got tell know say said send
+    sent mail email emails please thanks week month day year today yesterday tomorrow""".split()  # noqa: SIM905
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Trajectories built from QA pairs
+
+
+def question_keywords(question: str, limit: int = 6) -> list[str]:
+    """Content words of a question, longest (most specific) first, without duplicates or stop words.
+
+    >>> question_keywords("What price did Brenda Stone quote for the Sagewood townhomes?")
+    ['townhomes', 'sagewood', 'brenda', 'price', 'stone', 'quote']
+    """
+    words = []
+    for word in _WORD.findall(question):
+        w = word.lower().strip(".'/-")
+        if len(w) >= 3 and w not in _STOP and w not in words:
+            words.append(w)
+    return sorted(words, key=len, reverse=True)[:limit]
+
+
+def _candidates(question: str, email_text: str) -> list[list[str]]:
+    """Keyword sets to try, most specific first: question words in the cited email, then subject words."""
+    text = email_text.lower()
+    inside = [w for w in question_keywords(question, 10) if w in text]
+    sets = [inside[:2], inside[:1], inside[:3], inside[1:3]]
+    sets += [[w] for w in inside[1:4]]
+    subject_words = question_keywords(email_text.split("\n", 1)[0], 4)
+    sets += [subject_words[:2], subject_words[:1]]
+    out: list[list[str]] = []
+    for s in sets:
+        if s and s not in out:
+            out.append(s)
+    return out
+
+
+def _assistant_call(name: str, arguments: dict[str, Any], index: int) -> dict:
+    call = {
+        "id": f"call_{index}",
+        "type": "function",
+        "function": {"name": name, "arguments": json.dumps(arguments)},
+    }
+    return {"role": "assistant", "content": "", "tool_calls": [call]}
+
+
+def _tool_message(index: int, name: str, content: str) -> dict:
+    return {"role": "tool", "tool_call_id": f"call_{index}", "name": name, "content": content}
+
+
+def qa_trajectory(question: Question, db: Any, *, few_shot: bool = True) -> list[dict] | None:
+    """An OpenAI-format conversation that answers ``question`` with the real tools, or None.
+
+    Answerable: ``search_emails`` with keywords that return a cited email, ``read_email`` on the
+    cited emails found (up to :data:`MAX_READS`), ``return_final_answer`` with the gold answer and
+    the message_ids read. Returns None when no keyword set retrieves a cited email.
+    Unanswerable: one search with the question's words, then "I don't know" with no sources.
+    """
+    inbox = get_inbox(db, question.inbox_key)
+    tools = make_tools(db, inbox, question.query_date)
+    messages = build_messages(question.question, inbox, question.query_date, few_shot=few_shot)
+    step = 0
+
+    def call(name: str, arguments: dict[str, Any]) -> str:
+        nonlocal step
+        result = tools.call(name, arguments)
+        messages.append(_assistant_call(name, arguments, step))
+        messages.append(_tool_message(step, name, result.content))
+        step += 1
+        return result.content
+
+    if question.kind == "unanswerable" or not question.answer:
+        keywords = question_keywords(question.question, 3) or ["update"]
+        call("search_emails", {"keywords": keywords})
+        messages.append(_assistant_call("return_final_answer", {"answer": I_DONT_KNOW, "sources": []}, step))
+        return messages
+
+    gold = resolve_message_ids(db, inbox.id, question.message_ids)
+    if not gold:
+        return None
+    gold_rows = set(gold.values())
+    first = tools.read_email(next(iter(gold)))
+    found: list[str] = []
+    for keywords in _candidates(question.question, f"{first['subject']}\n{first['body']}"):
+        hits = tools.search_emails(keywords)
+        ids = [h["message_id"] for h in hits]
+        resolved = resolve_message_ids(db, inbox.id, ids)
+        found = [i for i in ids if resolved.get(i) in gold_rows]
+        if found:
+            call("search_emails", {"keywords": keywords})
+            break
+    if not found:
+        return None
+    seen_rows: set[int] = set()
+    sources = []
+    for message_id in found:
+        row = resolve_message_ids(db, inbox.id, [message_id]).get(message_id)
+        if row in seen_rows or len(sources) >= MAX_READS:
+            continue
+        seen_rows.add(row)
+        call("read_email", {"message_id": message_id})
+        sources.append(message_id)
+    messages.append(
+        _assistant_call("return_final_answer", {"answer": question.answer, "sources": sources}, step)
+    )
+    return messages
+
+
+def qa_examples(questions: list[Question], db: Any, *, few_shot: bool = True) -> tuple[list[dict], list[str]]:
+    """SFT examples (``messages`` + serving ``tools``) from QA pairs; also the ids of questions skipped."""
+    tools = json.dumps(InboxTools.schemas())
+    examples, skipped = [], []
+    for q in questions:
+        messages = qa_trajectory(q, db, few_shot=few_shot)
+        if messages is None:
+            skipped.append(q.id)
+            continue
+        examples.append({"question_id": q.id, "messages": template_messages(messages), "tools": tools})
+    return examples, skipped
+
+
+# ---------------------------------------------------------------------------------------------------
+# Trajectories distilled from a teacher
+
+
+def teacher_examples(
+    settings: Settings, config: InboxSFTConfig, questions: list[Question], *, progress: bool = True
+) -> tuple[list[dict], list[str]]:
+    """Run a teacher model on every question; keep the trajectories the judge marks correct."""
+    from env.agent import arun_batch
+    from judge import judge_answer
+
+    teacher = settings.model_copy(
+        update={
+            k: v
+            for k, v in {"model": config.teacher_model, "base_url": config.teacher_base_url}.items()
+            if v is not None
+        }
+    )
+    if config.teacher_api_key_env:
+        import os
+
+        key = os.environ.get(config.teacher_api_key_env)
+        if not key:
+            raise ValueError(
+                f"teacher_api_key_env={config.teacher_api_key_env} is not set in the environment."
+            )
+        teacher = teacher.model_copy(update={"api_key": key})
+    trajectories = asyncio.run(
+        arun_batch(questions, db=settings.db_path, settings=teacher, progress=progress, description="teacher")
+    )
+    tools = json.dumps(InboxTools.schemas())
+    examples, skipped = [], []
+    for q, traj in zip(questions, trajectories, strict=True):
+        verdict = judge_answer(
+            q.question, q.answer, traj.answer, traj.sources, q.message_ids, settings=settings
+        )
+        honest = q.answer is None and verdict.verdict == "abstained"
+        if traj.ended == "answered" and (verdict.verdict == "correct" or honest):
+            examples.append(
+                {"question_id": q.id, "messages": template_messages(traj.messages), "tools": tools}
+            )
+        else:
+            skipped.append(q.id)
+    return examples, skipped
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training
+
+
+def fit_examples(examples: list[dict], tokenizer: Any, max_length: int) -> tuple[list[dict], int]:
+    """Drop examples longer than ``max_length`` tokens (truncation would cut off the final answer)."""
+    kept = []
+    for ex in examples:
+        ids = tokenizer.apply_chat_template(ex["messages"], tools=json.loads(ex["tools"]), tokenize=True)
+        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        if len(ids) <= max_length:
+            kept.append(ex)
+    return kept, len(examples) - len(kept)
+
+
+def train_sft(
+    settings: Settings,
+    config: InboxSFTConfig,
+    *,
+    name: str | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    questions: list[Question] | None = None,
+) -> TrainResult:
+    """Build trajectories, fine-tune a LoRA on them, save it to ``<runs_dir>/<name>/adapter``.
+
+    :param questions: use these instead of ``config.questions`` (retrain passes its train split).
+    """
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    device = config.resolved_device()
+    name = name or new_run_name(settings, "sft")
+    folder = prepare_run_dir(settings, name, "sft", config, resume=resume)
+    base_model = base_model_path(settings, config)
+    path, selected = training_questions(settings, config)
+    if questions is not None:
+        selected = questions
+    db = open_db(settings.db_path)
+    if config.source == "teacher":
+        examples, skipped = teacher_examples(settings, config, selected, progress=progress)
+    else:
+        examples, skipped = qa_examples(selected, db, few_shot=config.few_shot)
+    tokenizer = load_tokenizer(base_model)
+    examples, too_long = fit_examples(examples, tokenizer, config.max_length)
+    if not examples:
+        raise ValueError(
+            f"No SFT trajectories from {len(selected)} questions ({len(skipped)} had no usable trajectory, "
+            f"{too_long} longer than max_length={config.max_length}). Raise max_length or add questions."
+        )
+    with (folder / "sft_data.jsonl").open("w", encoding="utf-8") as f:
+        f.writelines(json.dumps(ex, ensure_ascii=False) + "\n" for ex in examples)
+
+    model, peft_config = load_policy(settings, config, base_model, device)
+    checkpoints = folder / CHECKPOINTS
+    metrics_path = folder / "metrics.jsonl"
+    trainer = SFTTrainer(
+        model=model,
+        args=config.to_trl(checkpoints, device=device),
+        train_dataset=Dataset.from_list([{"messages": e["messages"], "tools": e["tools"]} for e in examples]),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[make_callback(metrics_path, stage="sft")],
+    )
+    start = last_checkpoint(checkpoints) if resume else None
+    began = time.monotonic()
+    output = trainer.train(resume_from_checkpoint=str(start) if start else None)
+    adapter_dir = folder / FINAL_ADAPTER
+    trainer.save_model(str(adapter_dir))
+    plot = plot_metrics(metrics_path, folder / "training.png", title=f"SFT {name}")
+    result = TrainResult(
+        name=name,
+        stage="sft",
+        run_dir=str(folder),
+        adapter_dir=str(adapter_dir),
+        base_model=base_model,
+        init_adapter=None,
+        questions=str(path),
+        n_questions=len(selected),
+        steps=trainer.state.global_step,
+        train_runtime_s=float(output.metrics.get("train_runtime", time.monotonic() - began)),
+        resumed_from=str(start) if start else None,
+        metrics_path=str(metrics_path),
+        plot_path=str(plot) if plot else None,
+        data={
+            "source": config.source,
+            "examples": len(examples),
+            "skipped_questions": skipped,
+            "too_long": too_long,
+            "inboxes": sorted({q.inbox_key for q in selected}),
+        },
+    )
+    write_json_atomic(folder / "result.json", result.to_dict())
+    return result
