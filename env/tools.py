@@ -99,14 +99,15 @@ def make_tools(
 
 
 def _as_date(value: date | str | None) -> date | None:
-    if value is None or (isinstance(value, date) and not isinstance(value, datetime)):
-        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = datetime.fromisoformat(text) if len(text) > 10 else date.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"query_date must be YYYY-MM-DD, got {value!r}") from None
     if isinstance(value, datetime):
         return value.astimezone(UTC).date() if value.tzinfo else value.date()
-    try:
-        return date.fromisoformat(str(value).strip()[:10])
-    except ValueError:
-        raise ValueError(f"query_date must be YYYY-MM-DD, got {value!r}") from None
+    return value
 
 
 class InboxTools:

@@ -45,9 +45,12 @@ def test_inbox_resolves_by_key_or_any_owner_address(db):
 def test_query_date_accepts_date_or_string(db):
     assert make_tools(db, "alice-a", date(2001, 5, 1)).until == "2001-05-02T00:00:00Z"
     assert make_tools(db, "alice-a", "2001-05-01").until == "2001-05-02T00:00:00Z"
+    assert make_tools(db, "alice-a", "2001-05-01T23:30:00-05:00").until == "2001-05-03T00:00:00Z"
     assert make_tools(db, "alice-a", None).until is None
     with pytest.raises(ValueError, match="YYYY-MM-DD"):
         make_tools(db, "alice-a", "May 1st")
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        make_tools(db, "alice-a", "2001-05-01junk")
 
 
 def test_search_is_scoped_to_the_inbox(db, alice):
