@@ -52,7 +52,9 @@ __all__ = ["MAX_BAD_TURNS", "arun_agent", "arun_batch", "build_messages", "run_a
 log = logging.getLogger(__name__)
 
 MAX_BAD_TURNS = 3  # consecutive turns whose tool calls all failed before giving up (ended=bad_tool_call)
-MAX_COMPLETION_TOKENS = 1024  # per model call: keeps a rambling small model from filling the context
+# Per model call. A tool call or final answer takes well under 200 tokens; the cap stops a rambling
+# small model from spending minutes of CPU (and the context window) on text nobody reads.
+MAX_COMPLETION_TOKENS = 512
 RETRY_BACKOFF_S = 0.5  # first retry delay; doubles on each further retry
 FINAL_TOOL = "return_final_answer"
 
@@ -91,6 +93,7 @@ async def arun_agent(
     on_event: EventHandler | None = None,
     tracer: Tracer | Literal[False] | None = None,
     max_turns: int | None = None,
+    max_tokens: int | None = None,
     few_shot: bool = True,
 ) -> Trajectory:
     """Run the agent on one question and return its :class:`Trajectory` (never raises for model errors).
@@ -106,6 +109,7 @@ async def arun_agent(
     :param tracer: an :class:`env.trace.Tracer`; default one writing beside the DB (and to
         Langfuse when configured). Pass ``False`` to trace nothing.
     :param max_turns: model calls allowed; default ``settings.max_turns``.
+    :param max_tokens: completion tokens per model call; default :data:`MAX_COMPLETION_TOKENS`.
     :param few_shot: include the worked example in the prompt (see :mod:`env.prompt`); turn it off
         for hosted APIs that reject a tool call without a tool result.
     """
@@ -132,7 +136,9 @@ async def arun_agent(
     rollout = tracer.start(traj) if tracer else None
     emit = _emitter(on_event)
     try:
-        await _loop(traj, tools, client, settings, max_turns, emit, rollout)
+        await _loop(
+            traj, tools, client, settings, max_turns, max_tokens or MAX_COMPLETION_TOKENS, emit, rollout
+        )
     finally:
         traj.duration_s = time.time() - traj.started
         if rollout:
@@ -231,6 +237,7 @@ async def _loop(
     client: openai.AsyncOpenAI,
     settings: Settings,
     max_turns: int,
+    max_tokens: int,
     emit: Callable[[dict], Any],
     rollout: RolloutTrace | None,
 ) -> None:
@@ -242,7 +249,9 @@ async def _loop(
         traj.turns.append(turn)
         span = rollout.span("model", "chat", {"messages": traj.messages}) if rollout else None
         try:
-            message, response = await _complete(client, settings, traj.messages, schemas, turn, emit)
+            message, response = await _complete(
+                client, settings, traj.messages, schemas, max_tokens, turn, emit
+            )
         except _ModelFailure as exc:
             turn.latency_s = time.time() - turn.started
             turn.error = traj.error = str(exc)
@@ -343,6 +352,7 @@ async def _complete(
     settings: Settings,
     messages: list[dict],
     schemas: list[dict],
+    max_tokens: int,
     turn: Turn,
     emit: Callable[[dict], Any],
 ) -> tuple[Any, Any]:
@@ -355,7 +365,7 @@ async def _complete(
                 tools=schemas,
                 tool_choice="auto",
                 temperature=settings.temperature,
-                max_tokens=MAX_COMPLETION_TOKENS,
+                max_tokens=max_tokens,
                 timeout=settings.timeout_s,
             )
         except (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError) as exc:

@@ -129,6 +129,9 @@ def test_structured_tool_calls_answer(scripted: ScriptedServer, db_path: Path, t
     assert [(t.prompt_tokens, t.completion_tokens) for t in traj.turns] == [(100, 10)] * 3
     assert traj.prompt_tokens == 300 and traj.completion_tokens == 30
     assert_well_formed(traj)
+    text_view = traj.render()
+    assert '-> search_emails({"keywords": ["gas", "forecast"]})' in text_view
+    assert "Answer: $5.10" in text_view and "Sources: m1.alice@example.com" in text_view
 
     request = scripted.requests[0]
     assert (
@@ -500,7 +503,14 @@ def test_rollouts_on_the_default_inbox_with_vllm(vllm_server, default_db_path: P
     settings = vllm_server.model_copy(update={"concurrency": 4, "max_turns": 4})
     t0 = time.monotonic()
     trajs = asyncio.run(
-        arun_batch(questions, db=default_db_path, settings=settings, tracer=Tracer(store), progress=False)
+        arun_batch(
+            questions,
+            db=default_db_path,
+            settings=settings,
+            tracer=Tracer(store),
+            progress=False,
+            max_tokens=128,
+        )
     )
     wall = time.monotonic() - t0
     for question, traj in zip(questions, trajs, strict=True):
