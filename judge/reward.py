@@ -261,33 +261,35 @@ def _arguments(call: Any) -> dict:
 
 
 class GoldIds:
-    """Decides whether a Message-ID is one of a question's gold emails.
+    """Decides which Message-IDs are a question's gold emails.
 
     With the inbox DB, ids resolve to ``emails.id`` (:func:`env.db.resolve_message_ids`), so any
-    copy of a gold message counts; without it, ids compare literally (case and ``<>`` ignored).
+    copy of a gold message counts and two copies count once; without it (or for ids the DB does
+    not know), ids compare literally, ignoring case and ``<>``.
     """
 
     def __init__(self, gold_ids: list[str], inbox: str, db: sqlite_utils.Database | None = None) -> None:
         self.inbox, self.db = inbox, db
-        self._literal = {_norm_id(m) for m in gold_ids}
-        self._emails = set(self._resolve(gold_ids).values()) if db is not None else set()
+        self.gold = self.keys(gold_ids)
 
-    def _resolve(self, ids: list[str]) -> dict[str, int]:
-        from env.db import resolve_message_ids
+    def keys(self, ids: list[str]) -> set[str]:
+        """One key per distinct email among ``ids``."""
+        ids = [i.strip() for i in ids if isinstance(i, str) and i.strip()]
+        resolved: dict[str, int] = {}
+        if self.db is not None and ids:
+            from env.db import resolve_message_ids
 
-        variants = sorted({v for m in ids for v in (m.strip(), f"<{m.strip().strip('<>')}>")})
-        return resolve_message_ids(self.db, self.inbox, variants) if variants else {}
+            variants = sorted({v for i in ids for v in (i, f"<{i.strip('<>')}>")})
+            resolved = resolve_message_ids(self.db, self.inbox, variants)
+        keys = set()
+        for i in ids:
+            email = resolved.get(i, resolved.get(f"<{i.strip('<>')}>"))
+            keys.add(f"email:{email}" if email is not None else _norm_id(i))
+        return keys
 
     def hits(self, ids: list[str]) -> set[str]:
-        """The distinct gold emails among ``ids`` (as email row ids, or normalised Message-IDs)."""
-        ids = [i for i in ids if isinstance(i, str) and i.strip()]
-        literal = {_norm_id(i) for i in ids} & self._literal
-        if self.db is None:
-            return literal
-        resolved = self._resolve(ids)
-        return {str(e) for e in resolved.values() if e in self._emails} | (
-            literal if not self._emails else set()
-        )
+        """The distinct gold emails among ``ids``."""
+        return self.keys(ids) & self.gold
 
 
 def process_signals(trajectory: Any, gold: GoldIds) -> tuple[bool, bool]:

@@ -1,0 +1,156 @@
+"""`inboxrl eval`: batch evaluation of the agent, and `inboxrl eval compare` of runs.
+
+inboxrl eval --model smollm2-135m --limit 10
+inboxrl eval --questions qs.jsonl --db inbox.db --model my-adapter --judge-model gpt-4.1 --out evals/a
+inboxrl eval compare ~/.inboxrl/evals/base ~/.inboxrl/evals/trained
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from env.config import Settings
+
+app = typer.Typer(
+    help="Evaluate the agent on a question set (the default), or compare eval runs (`compare`).",
+    invoke_without_command=True,
+)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"Error: {message}", err=True, fg="red")
+    return typer.Exit(1)
+
+
+@app.callback(invoke_without_command=True)
+def run(
+    ctx: typer.Context,
+    questions: Annotated[
+        Path | None, typer.Option(help="Question file (JSONL, JSON or Parquet) (default: the shipped set).")
+    ] = None,
+    db: Annotated[
+        Path | None, typer.Option(help="Inbox DB (default: settings' DB, <home>/inbox.db).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model or served adapter name (default: settings.model).")
+    ] = None,
+    base_url: Annotated[str | None, typer.Option(help="Agent endpoint (default: settings.base_url).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run folder; an existing one is resumed (default: <home>/evals/<timestamp>-<model>)."
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N questions.")] = None,
+    judge_model: Annotated[
+        str | None,
+        typer.Option(help="LLM judge model (default: settings.judge_model; none = deterministic judge)."),
+    ] = None,
+    judge_base_url: Annotated[
+        str | None, typer.Option(help="Judge endpoint (default: settings.judge_base_url or base_url).")
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Rollouts in flight at once (default: settings.concurrency).")
+    ] = None,
+    max_turns: Annotated[
+        int | None, typer.Option(help="Model turns per rollout (default: settings.max_turns).")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Run the agent on every question, judge, reward; write results.jsonl, summary.json, report.md, plots."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from judge.evaluate import EvalError, default_out_dir, evaluate
+    from synth_data.questions import QuestionFileError, default_questions_path, load_questions
+
+    base = Settings()
+    overrides = {
+        "model": model,
+        "base_url": base_url,
+        "judge_model": judge_model,
+        "judge_base_url": judge_base_url,
+        "concurrency": concurrency,
+        "max_turns": max_turns,
+    }
+    settings = base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    questions_path = questions or default_questions_path()
+    db_path = db or settings.db_path
+    out_dir = out or default_out_dir(settings)
+    try:
+        qs = load_questions(questions_path)
+        summary = evaluate(
+            qs,
+            db_path=db_path,
+            out_dir=out_dir,
+            settings=settings,
+            limit=limit,
+            questions_path=questions_path,
+            progress=progress,
+        )
+    except (FileNotFoundError, QuestionFileError, EvalError, LookupError) as exc:
+        raise _fail(str(exc)) from None
+    _print_summary(summary, out_dir)
+
+
+def _print_summary(summary: dict, out_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    table = Table(title=f"{summary['model']} on {summary['n']} questions (judge: {summary['judge_model']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in (
+        ("accuracy", pct(summary["accuracy"])),
+        ("abstention rate", pct(summary["abstention_rate"])),
+        ("hallucination rate", pct(summary["hallucination_rate"])),
+        ("no final answer", pct(summary["no_answer_rate"])),
+        (
+            "source precision / recall",
+            f"{pct(summary['source_precision'])} / {pct(summary['source_recall'])}",
+        ),
+        ("mean reward", "-" if summary["reward_mean"] is None else f"{summary['reward_mean']:.3f}"),
+        ("avg turns / tool calls", f"{summary['avg_turns'] or 0:.2f} / {summary['avg_tool_calls'] or 0:.2f}"),
+        (
+            "latency p50 / p95",
+            f"{summary['latency_p50_s'] or 0:.1f} s / {summary['latency_p95_s'] or 0:.1f} s",
+        ),
+        ("judge failures", str(summary["judge_failures"])),
+    ):
+        table.add_row(name, value)
+    console = Console()
+    console.print(table)
+    console.print(f"Report: {out_dir / 'report.md'}")
+
+
+@app.command("compare")
+def compare_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Eval run folders; the first is the baseline.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Where to write compare.json/.md/.png (default: <home>/evals/compare-<time>)."),
+    ] = None,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 10_000,
+) -> None:
+    """Print runs side by side with a paired bootstrap per metric (paired on question id), and plot them."""
+    from judge.compare import compare, print_table, write_outputs
+
+    try:
+        result = compare(runs, resamples=resamples)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    print_table(result)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    files = write_outputs(result, out or Settings().home / "evals" / f"compare-{stamp}")
+    typer.echo("Wrote " + ", ".join(str(f) for f in files))
+
+
+def register(cli: typer.Typer) -> None:
+    """Add `inboxrl eval` and `inboxrl eval compare`."""
+    cli.add_typer(app, name="eval")

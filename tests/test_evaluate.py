@@ -1,0 +1,217 @@
+"""Batch evaluation: files, metrics, resume, judge failures, trace scores, compare and the CLI.
+
+The agent's model is the scripted OpenAI-compatible server (these tests are about the eval
+pipeline, not the model), on a copy of the real default inbox; the end-to-end test at the bottom
+runs the real embedded model on vLLM.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import cli
+from env.config import Settings, trace_db_path
+from env.trace import TraceStore
+from judge.compare import compare
+from judge.evaluate import REJECTED, RESULTS, EvalError, evaluate, load_results
+from synth_data.questions import Question, default_questions_path, load_questions, save_questions
+from tests.fixtures.scripted import ScriptedServer, Step, completion, text, tool_call
+
+IDS = ("allen-p-001", "allen-p-002", "allen-p-025")  # two answerable, one unanswerable
+
+
+@pytest.fixture
+def db_path(default_db_path: Path, tmp_path: Path) -> Path:
+    """A private copy of the default inbox (eval writes traces beside it)."""
+    path = tmp_path / "db" / "inbox.db"
+    path.parent.mkdir()
+    shutil.copy(default_db_path, path)
+    return path
+
+
+@pytest.fixture
+def questions() -> list[Question]:
+    by_id = {q.id: q for q in load_questions(default_questions_path())}
+    return [by_id[i] for i in IDS]
+
+
+def answer(text_: str, sources: list[str] | None = None) -> Step:
+    return tool_call("return_final_answer", {"answer": text_, "sources": sources or []})
+
+
+def settings_for(server: ScriptedServer, home: Path, **overrides: object) -> Settings:
+    return server.settings(home, concurrency=1, max_retries=0, **overrides)
+
+
+def test_eval_writes_files_metrics_and_resumes(
+    scripted: ScriptedServer, tmp_path: Path, db_path: Path, questions: list[Question]
+) -> None:
+    out = tmp_path / "run"
+    settings = settings_for(scripted, tmp_path)
+    check, sagewood, _ = questions
+    scripted.queue(
+        answer(
+            "Check #1178, mailed Aug 28, 2000.", [check.message_ids[1]]
+        ),  # correct, cites a copy of a gold email
+        answer("About $250,000 per duplex."),  # hallucination
+    )
+    summary = evaluate(questions, db_path=db_path, out_dir=out, settings=settings, limit=2, progress=False)
+    assert (summary["n"], summary["accuracy"], summary["hallucination_rate"]) == (2, 0.5, 0.5)
+    assert summary["source_precision"] == 1.0 and summary["source_recall"] == pytest.approx(0.5)
+    for name in ("results.jsonl", "summary.json", "report.md", "outcomes.png", "turns.png", "run.json"):
+        assert (out / name).stat().st_size > 0, name
+    rows = load_results(out)
+    assert rows[check.id]["reward"]["outcome"] == "correct"
+    assert rows[check.id]["reward"]["components"]["gold_source"] == pytest.approx(0.3)
+    assert rows[sagewood.id]["reward"]["total"] == pytest.approx(-1.0)
+    assert rows[check.id]["trajectory"]["answer"].startswith("Check #1178")
+
+    # A crash tore the last line; the rerun moves it aside and runs only the missing question.
+    with (out / RESULTS).open("a") as f:
+        f.write('{"id": "allen-p-025", "trajec')
+    scripted.queue(answer("I could not find any email about a PBR award."))
+    before = len(scripted.requests)
+    summary = evaluate(questions, db_path=db_path, out_dir=out, settings=settings, progress=False)
+    assert len(scripted.requests) == before + 1
+    assert (out / REJECTED).read_text().startswith('{"id": "allen-p-025", "trajec')
+    assert summary["n"] == 3 and summary["accuracy"] == pytest.approx(2 / 3)
+    assert summary["by_kind"]["unanswerable"]["accuracy"] == 1.0
+    assert sorted(load_results(out)) == sorted(IDS)
+    assert all(json.loads(line) for line in (out / RESULTS).read_text().splitlines())
+
+    # Everything done: a rerun makes no request and rewrites the same numbers.
+    again = evaluate(questions, db_path=db_path, out_dir=out, settings=settings, progress=False)
+    assert len(scripted.requests) == before + 1
+    assert again["accuracy"] == summary["accuracy"]
+    report = (out / "report.md").read_text()
+    assert "| accuracy | 66.7% |" in report and "![outcomes.png](outcomes.png)" in report
+
+
+def test_format_failures_and_trace_scores(
+    scripted: ScriptedServer, tmp_path: Path, db_path: Path, questions: list[Question]
+) -> None:
+    out = tmp_path / "run"
+    scripted.queue(text("I think it was check 1178."))  # no tool call: gave_up
+    summary = evaluate(
+        questions[:1], db_path=db_path, out_dir=out, settings=settings_for(scripted, tmp_path), progress=False
+    )
+    row = load_results(out)[questions[0].id]
+    assert row["trajectory"]["ended"] == "gave_up" and row["verdict"] is None
+    assert row["reward"]["total"] == pytest.approx(-1.8)
+    assert summary["no_answer_rate"] == 1.0 and summary["ended"] == {"gave_up": 1}
+
+    trace = TraceStore(trace_db_path(db_path)).get_trace(row["trajectory"]["trace_id"])
+    assert trace is not None
+    scores = {s["name"]: s["value"] for s in trace["scores"]}
+    assert scores == {"correct": 0.0, "hallucination": 0.0, "abstained": 0.0, "reward": -1.8}
+
+
+def test_judge_failure_is_reported_then_rejudged_on_resume(
+    scripted: ScriptedServer, tmp_path: Path, db_path: Path, questions: list[Question]
+) -> None:
+    out = tmp_path / "run"
+    settings = settings_for(scripted, tmp_path, judge_model="scripted-judge")
+    scripted.queue(answer("Check #1178, mailed Aug 28, 2000."), text("Looks right to me!"))  # judge: not JSON
+    summary = evaluate(questions[:1], db_path=db_path, out_dir=out, settings=settings, progress=False)
+    assert summary["judge_failures"] == 1 and summary["judged"] == 0 and summary["accuracy"] is None
+    row = load_results(out)[questions[0].id]
+    assert "invalid JSON" in row["judge_error"] and row["reward"] is None
+
+    # The rerun re-judges the kept trajectory: one judge request, no agent request.
+    scripted.queue(Step(completion(json.dumps({"rationale": "same check", "verdict": "correct"}))))
+    before = len(scripted.requests)
+    summary = evaluate(questions[:1], db_path=db_path, out_dir=out, settings=settings, progress=False)
+    assert len(scripted.requests) == before + 1
+    assert "response_format" in scripted.requests[-1]
+    assert (summary["judge_failures"], summary["accuracy"]) == (0, 1.0)
+    agreement = summary["judge_agreement"]
+    assert agreement["n"] == 1 and agreement["agreement"] == 1.0
+
+
+def test_resume_refuses_another_model(
+    scripted: ScriptedServer, tmp_path: Path, db_path: Path, questions: list[Question]
+) -> None:
+    out = tmp_path / "run"
+    scripted.queue(answer("I don't know."))
+    evaluate(
+        questions[:1], db_path=db_path, out_dir=out, settings=settings_for(scripted, tmp_path), progress=False
+    )
+    with pytest.raises(EvalError, match="model='scripted'"):
+        evaluate(
+            questions[:1],
+            db_path=db_path,
+            out_dir=out,
+            settings=settings_for(scripted, tmp_path, model="other"),
+            progress=False,
+        )
+
+
+def test_compare_and_the_cli(
+    scripted: ScriptedServer,
+    tmp_path: Path,
+    db_path: Path,
+    questions: list[Question],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    qfile = save_questions(tmp_path / "qs.jsonl", questions)
+    monkeypatch.setenv("INBOXRL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("INBOXRL_BASE_URL", scripted.base_url)
+    monkeypatch.setenv("INBOXRL_CONCURRENCY", "1")
+    monkeypatch.setenv("INBOXRL_MAX_RETRIES", "0")
+    runner = CliRunner()
+    args = ["eval", "--questions", str(qfile), "--db", str(db_path), "--model", "scripted", "--no-progress"]
+
+    # Baseline: wrong, wrong, hallucinates on the unanswerable one.
+    scripted.queue(answer("Check #42."), answer("$1 per duplex."), answer("$5,000."))
+    result = runner.invoke(cli, [*args, "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert "hallucination rate" in result.output and "100.0%" in result.output
+    # Better run: right, right, declines.
+    check = questions[0]
+    scripted.queue(
+        answer("Check 1178 on Aug 28 2000", [check.message_ids[0]]),
+        answer("Almost $193,000 per duplex."),
+        answer("No email mentions a PBR cash amount."),
+    )
+    assert runner.invoke(cli, [*args, "--out", str(tmp_path / "b")]).exit_code == 0
+
+    result = compare([tmp_path / "a", tmp_path / "b"], resamples=2000)
+    acc = result["metrics"]["accuracy"]
+    assert acc["mean"] == {"a": 0.0, "b": 1.0}
+    assert acc["vs_baseline"]["b"]["diff"] == 1.0 and acc["vs_baseline"]["b"]["n_paired"] == 3
+    assert result["metrics"]["hallucination_rate"]["vs_baseline"]["b"]["diff"] == -1.0
+
+    out = tmp_path / "cmp"
+    printed = runner.invoke(
+        cli, ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]
+    )
+    assert printed.exit_code == 0, printed.output
+    assert "accuracy" in printed.output and "+100.0 pp" in printed.output
+    assert {p.name for p in out.iterdir()} >= {"compare.json", "compare.md", "compare.png"}
+
+    missing = runner.invoke(cli, ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "nope")])
+    assert missing.exit_code == 1 and "inboxrl eval --out" in missing.output
+    bad_db = runner.invoke(cli, [*args, "--db", str(tmp_path / "none.db")])
+    assert bad_db.exit_code == 1 and "inboxrl ingest" in bad_db.output
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_real_model_end_to_end(
+    vllm_server: Settings, tmp_path: Path, db_path: Path, questions: list[Question]
+) -> None:
+    out = tmp_path / "run"
+    settings = vllm_server.model_copy(update={"home": tmp_path, "max_turns": 4, "concurrency": 2})
+    summary = evaluate(questions[:2], db_path=db_path, out_dir=out, settings=settings, progress=False)
+    assert summary["n"] == 2 and summary["judge_failures"] == 0
+    assert summary["avg_turns"] >= 1 and summary["prompt_tokens"] > 0
+    rows = load_results(out)
+    assert all(
+        r["reward"] is not None and r["trajectory"]["model"] == vllm_server.model for r in rows.values()
+    )
+    assert (out / "report.md").exists() and (out / "outcomes.png").exists()
