@@ -160,7 +160,8 @@ class InboxTools:
         for hit in hits:
             if hit["snippet"] is None:  # a body over SNIPPET_MAX_CHARS
                 (body,) = self.db.execute(
-                    "select body from emails where inbox = ? and message_id = ?",
+                    "select body from emails where id = "
+                    "(select email_id from message_ids where inbox = ? and message_id = ?)",
                     [self.inbox.id, hit["message_id"]],
                 ).fetchone()
                 hit["snippet"] = _long_snippet(body or "", phrases)
@@ -298,7 +299,7 @@ class InboxTools:
         start, end = HIGHLIGHT
         sql = (
             "select e.message_id, e.subject, e.from_address, e.date, "
-            f"case when length(e.body) <= {SNIPPET_MAX_CHARS} then "
+            f"case when length(e.body) > {SNIPPET_MAX_CHARS} then null else "
             f"snippet(emails_fts, -1, '{start}', '{end}', ' … ', {SNIPPET_TOKENS}) end as snippet\n"
             "from emails_fts join emails e on e.id = emails_fts.rowid\n"
             "where " + "\n  and ".join(where) + "\norder by rank\nlimit :limit"

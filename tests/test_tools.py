@@ -92,6 +92,27 @@ def test_search_result_fields_and_highlighted_snippet(alice):
     assert "**Henry Hub**" in hit["snippet"]
 
 
+def test_very_long_bodies_get_a_marked_snippet(tmp_path):
+    db = open_db(build_tools_db(tmp_path / "long.db"))
+    filler = "lorem ipsum dolor sit amet " * 2000  # 54,000 characters
+    body = filler + "The Quarterly AARDVARK forecasts are attached. " + filler
+    db["emails"].insert(
+        {"id": 50, "inbox": "alice-a", "message_id": "<long>", "subject": "Long", "body": body}
+    )
+    db["message_ids"].insert({"inbox": "alice-a", "message_id": "<long>", "email_id": 50})
+    [hit] = make_tools(db, "alice-a", None).search_emails(["aardvark", "forecast"])
+    assert hit["message_id"] == "<long>"
+    assert hit["snippet"].startswith("… ") and hit["snippet"].endswith(" …")
+    assert "The Quarterly **AARDVARK** **forecasts** are attached." in hit["snippet"]
+    assert len(hit["snippet"]) < 300
+    db["emails"].insert(
+        {"id": 51, "inbox": "alice-a", "message_id": "<empty>", "subject": "Zeppelin", "body": None}
+    )
+    db["message_ids"].insert({"inbox": "alice-a", "message_id": "<empty>", "email_id": 51})
+    [hit] = make_tools(db, "alice-a", None).search_emails(["zeppelin"])
+    assert hit["snippet"] == "**Zeppelin**"
+
+
 def test_keywords_are_stemmed_and_case_insensitive(alice):
     assert ids(alice.search_emails(["REPORTS"])) == ["<m4.alice@example.com>"]
 
