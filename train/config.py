@@ -353,7 +353,6 @@ GRPO_PRESETS: dict[str, dict[str, Any]] = {
         "max_turns": 2,
         "max_completion_length": 48,
         "temperature": 0.3,
-        "gradient_checkpointing": False,
         "save_steps": 1,
         "max_questions": 4,
     },
@@ -361,13 +360,18 @@ GRPO_PRESETS: dict[str, dict[str, Any]] = {
 
 SFT_PRESETS: dict[str, dict[str, Any]] = {
     "gpu": {"device": "cuda", "bf16": True},
-    "cpu": {"device": "cpu", "batch_size": 4, "max_length": 1024, "save_steps": 20},
-    "smoke": {
+    "cpu": {
         "device": "cpu",
         "batch_size": 2,
+        "gradient_accumulation_steps": 2,
+        "max_length": 2048,
+        "save_steps": 20,
+    },
+    "smoke": {
+        "device": "cpu",
+        "batch_size": 1,
         "max_steps": 2,
-        "max_length": 1024,
-        "gradient_checkpointing": False,
+        "max_length": 1536,
         "save_steps": 1,
         "max_questions": 4,
     },

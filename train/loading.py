@@ -175,7 +175,11 @@ def prepare_run_dir(settings: Settings, name: str, stage: str, config: _TrainFie
             raise FileExistsError(
                 f"Run {name!r} already exists in {folder}; pick another --name or pass --resume."
             )
-        if previous != wanted:
+        if previous != wanted and last_checkpoint(folder / CHECKPOINTS) is None:
+            from train.registry import write_json_atomic
+
+            write_json_atomic(spec, wanted)  # nothing was saved under the old settings: start over
+        elif previous != wanted:
             changed = sorted(
                 k for k in set(previous["config"]) | set(wanted["config"])
                 if previous["config"].get(k) != wanted["config"].get(k)

@@ -1,0 +1,127 @@
+"""Training settings: presets, invariants that name the fix, overrides, the TRL configs they become."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+from pathlib import Path
+
+import pytest
+
+from train.config import (
+    ALL_PROJECTIONS,
+    GRPO_PRESETS,
+    InboxGRPOConfig,
+    InboxSFTConfig,
+    describe,
+    load_config,
+    parse_overrides,
+)
+
+
+def test_gpu_defaults_are_art_e_settings() -> None:
+    c = load_config(InboxGRPOConfig, "gpu")
+    assert (c.num_generations, c.questions_per_step, c.learning_rate) == (4, 12, 1.2e-5)
+    assert (c.lora_r, c.lora_alpha, c.beta) == (8, 16, 0.0)
+    assert c.lora_target_modules == ALL_PROJECTIONS
+    assert c.use_vllm and c.device == "cuda"
+
+
+def test_cpu_preset_uses_transformers_generation_and_small_groups() -> None:
+    c = load_config(InboxGRPOConfig, "cpu")
+    assert not c.use_vllm and c.device == "cpu" and not c.bf16
+    assert c.num_generations <= 4 and c.max_completion_length <= 256 and c.temperature < 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fix"),
+    [
+        ({"num_generations": 1}, "num_generations >= 2"),
+        ({"questions_per_step": 5, "questions_per_micro_batch": 2}, "multiple"),
+        ({"temperature": 0.0}, "temperature > 0"),
+        ({"beta": -0.1}, ">= 0"),
+        ({"max_steps": 0}, "max_steps > 0"),
+        ({"device": "cpu", "use_vllm": True}, "use_vllm=False"),
+        ({"device": "cpu", "use_unsloth": True, "use_vllm": False}, "use_unsloth=False"),
+        ({"lora_target_modules": []}, "name the modules"),
+        ({"scale_rewards": "always"}, "group, batch, none"),
+    ],
+)
+def test_grpo_invariants_name_the_fix(overrides: dict, fix: str) -> None:
+    with pytest.raises(ValueError, match=fix.replace("(", r"\(")):
+        InboxGRPOConfig(**overrides)
+
+
+def test_sft_invariants() -> None:
+    with pytest.raises(ValueError, match="qa, teacher"):
+        InboxSFTConfig(source="magic")
+    with pytest.raises(ValueError, match="bf16=False"):
+        InboxSFTConfig(device="cpu", bf16=True)
+
+
+def test_overrides_are_typed_and_unknown_keys_list_the_known_ones() -> None:
+    values = parse_overrides(
+        ["lora_r=16", "use_vllm=false", "inboxes=allen-p,south-s", "init_adapter=none", "loss_type=grpo"],
+        InboxGRPOConfig,
+    )
+    assert values == {
+        "lora_r": 16,
+        "use_vllm": False,
+        "inboxes": ["allen-p", "south-s"],
+        "init_adapter": None,
+        "loss_type": "grpo",
+    }
+    with pytest.raises(ValueError, match="learning_rate"):
+        parse_overrides(["learnig_rate=1"], InboxGRPOConfig)
+    with pytest.raises(ValueError, match="not a valid int"):
+        parse_overrides(["lora_r=big"], InboxGRPOConfig)
+
+
+def test_toml_file_then_overrides(tmp_path: Path) -> None:
+    file = tmp_path / "run.toml"
+    file.write_text('learning_rate = 3e-5\ninboxes = ["allen-p"]\nmax_steps = 7\n')
+    c = load_config(InboxGRPOConfig, "cpu", file, {"max_steps": 9})
+    assert (c.learning_rate, c.inboxes, c.max_steps, c.device) == (3e-5, ["allen-p"], 9, "cpu")
+    file.write_text("lerning_rate = 1\n")
+    with pytest.raises(ValueError, match="unknown settings"):
+        load_config(InboxGRPOConfig, "cpu", file)
+    with pytest.raises(ValueError, match="gpu, cpu, smoke"):
+        load_config(InboxGRPOConfig, "tpu")
+
+
+def test_shipped_config_files_load() -> None:
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(configs.glob("*.toml"))
+    assert files, "configs/ should hold example override files"
+    for file in files:
+        cls = InboxSFTConfig if file.name.startswith("sft") else InboxGRPOConfig
+        load_config(cls, "cpu", file)
+
+
+def test_to_trl_maps_groups_steps_and_turns(tmp_path: Path) -> None:
+    c = load_config(InboxGRPOConfig, "cpu", overrides={"questions_per_step": 4, "max_turns": 3})
+    args = c.to_trl(tmp_path, device="cpu")
+    assert args.per_device_train_batch_size == c.num_generations  # one question per micro-batch
+    assert args.gradient_accumulation_steps == 4
+    assert args.max_tool_calling_iterations == 2
+    assert args.use_cpu and not args.bf16 and not args.use_vllm
+    assert args.log_completions is False  # TRL 1.16 crashes logging tool rollouts
+    assert args.remove_unused_columns is False
+    assert (args.beta, args.temperature) == (c.beta, c.temperature)
+    sft = load_config(InboxSFTConfig, "cpu").to_trl(tmp_path, device="cpu")
+    assert sft.assistant_only_loss and sft.use_cpu
+
+
+def test_every_field_has_help_and_a_group() -> None:
+    for cls in (InboxGRPOConfig, InboxSFTConfig):
+        rows = describe(cls)
+        assert all(group and help_text for group, _, _, help_text in rows)
+    assert set(GRPO_PRESETS) == {"gpu", "cpu", "smoke"}
+
+
+@pytest.mark.parametrize(
+    "module", ["train.config", "train.env", "train.registry", "train.sft", "train.retrain", "train.metrics"]
+)
+def test_doctests(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.failed == 0

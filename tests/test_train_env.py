@@ -1,0 +1,174 @@
+"""The TRL environment and the SFT trajectories: the serving tools, prompt and reward, on a literal DB."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from env.config import Settings
+from env.db import get_inbox, open_db
+from env.prompt import I_DONT_KNOW, build_messages
+from env.tools import InboxTools, make_tools
+from synth_data.questions import Question, default_questions_path, load_questions
+from train.env import (
+    InboxEnvironment,
+    build_dataset,
+    make_reward,
+    template_messages,
+    to_trajectory,
+    use_serving_tool_schemas,
+)
+from train.sft import qa_examples, qa_trajectory
+
+GAS = Question(
+    id="gas",
+    inbox_address="alice@example.com",
+    mailbox="alice-a",
+    question="What is the gas price forecast for May?",
+    answer="$5.10 at Henry Hub",
+    message_ids=["<m1.alice@example.com>"],
+    query_date="2001-05-01",
+)
+NOPE = Question(
+    id="nope",
+    inbox_address="alice@example.com",
+    mailbox="alice-a",
+    question="What did the lawyers say about the zoning permit?",
+    answer=None,
+    message_ids=[],
+    query_date="2001-05-01",
+    kind="unanswerable",
+)
+
+
+def _call(name: str, arguments: dict) -> dict:
+    return {"type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _rollout(env: InboxEnvironment, *calls: tuple[str, dict]) -> list[dict]:
+    """Run tool calls on ``env`` as TRL does and return TRL-style completion messages."""
+    completion = []
+    for name, arguments in calls:
+        completion.append({"role": "assistant", "content": "", "tool_calls": [_call(name, arguments)]})
+        completion.append({"role": "tool", "name": name, "content": getattr(env, name)(**arguments)})
+    return completion
+
+
+@pytest.fixture
+def env(tools_db_path: Path) -> InboxEnvironment:
+    environment = InboxEnvironment.factory(tools_db_path)()
+    row = build_dataset([GAS], open_db(tools_db_path))[0]
+    environment.reset(**row)
+    return environment
+
+
+def test_dataset_prompt_is_the_serving_prompt(tools_db_path: Path) -> None:
+    db = open_db(tools_db_path)
+    row = build_dataset([GAS, NOPE], db)[0]
+    inbox = get_inbox(db, "alice-a")
+    # Arrow fills keys that only some messages have with None; templates treat None as absent.
+    prompt = [{k: v for k, v in m.items() if v is not None} for m in row["prompt"]]
+    assert prompt == template_messages(build_messages(GAS.question, inbox, GAS.query_date))
+    assert row["prompt"][2]["tool_calls"][0]["function"]["arguments"] == {
+        "keywords": ["printers", "delivery"]
+    }
+    assert Question.from_dict(json.loads(row["question_json"])) == GAS
+
+
+def test_tools_answer_exactly_as_serving_does(env: InboxEnvironment, tools_db_path: Path) -> None:
+    serving = make_tools(open_db(tools_db_path), "alice-a", "2001-05-01")
+    for name, arguments in [
+        ("search_emails", {"keywords": ["gas", "forecast"]}),
+        ("search_emails", {"keywords": "gas"}),  # wrong type
+        ("read_email", {"message_id": "<m3.alice@example.com>"}),  # after the query date
+        ("read_email", {"id": "x"}),  # wrong argument name
+    ]:
+        assert getattr(env, name)(**arguments) == serving.call(name, arguments).content
+    assert [c.error is None for c in env.calls] == [True, False, False, False]
+
+
+def test_final_answer_ends_the_episode(env: InboxEnvironment) -> None:
+    completion = _rollout(
+        env,
+        ("search_emails", {"keywords": ["gas", "forecast"]}),
+        ("return_final_answer", {"answer": "$5.10 at Henry Hub", "sources": ["<m1.alice@example.com>"]}),
+    )
+    assert env.finished and env.answer == "$5.10 at Henry Hub"
+    assert env.search_emails(keywords=["gas"]).startswith("Error: not run")
+    traj = to_trajectory(env, [], completion)
+    assert traj.ended == "answered" and len(traj.turns) == 2 and traj.sources == ["m1.alice@example.com"]
+
+
+def test_trajectory_endings(env: InboxEnvironment) -> None:
+    gave_up = to_trajectory(env, [], [{"role": "assistant", "content": "It is $5."}])
+    assert gave_up.ended == "gave_up" and gave_up.reply == "It is $5."
+    completion = _rollout(env, ("search_emails", {"keywords": ["gas"]}))
+    assert to_trajectory(env, [], completion).ended == "max_turns"
+
+
+def test_reward_is_the_judge_reward(tools_db_path: Path) -> None:
+    """Right answer > honest "I don't know" > wrong answer > no answer, with metrics logged."""
+    db = open_db(tools_db_path)
+    row = build_dataset([GAS], db)[0]
+    answers = {
+        "right": [
+            ("return_final_answer", {"answer": "$5.10 at Henry Hub", "sources": ["<m1.alice@example.com>"]})
+        ],
+        "idk": [("return_final_answer", {"answer": I_DONT_KNOW, "sources": []})],
+        "wrong": [("return_final_answer", {"answer": "$9.99 at Waha", "sources": []})],
+        "none": [("search_emails", {"keywords": ["budget"]})],
+    }
+    envs, completions = [], []
+    for calls in answers.values():
+        environment = InboxEnvironment(tools_db_path)
+        environment.reset(**row)
+        completions.append(_rollout(environment, *calls))
+        envs.append(environment)
+    logged: dict[str, float] = {}
+    reward = make_reward(Settings(home=tools_db_path.parent, judge_model=None))
+    rewards = reward(
+        prompts=[row["prompt"]] * 4,
+        completions=completions,
+        environments=envs,
+        log_metric=lambda k, v: logged.__setitem__(k, v),
+    )
+    right, idk, wrong, none = rewards
+    assert right > idk > wrong > none
+    assert logged["inbox/accuracy"] == 0.25 and logged["inbox/hallucination"] == 0.25
+    assert logged["inbox/abstention"] == 0.25 and logged["inbox/judge_errors"] == 0.0
+
+
+def test_trl_renders_the_serving_tool_schemas() -> None:
+    trainer = SimpleNamespace(_env_tools={None: [InboxTools.search_emails, InboxTools.read_email]})
+    with pytest.raises(RuntimeError, match="Unexpected environment tools"):
+        use_serving_tool_schemas(trainer)
+    env = InboxEnvironment.__new__(InboxEnvironment)
+    trainer = SimpleNamespace(_env_tools={None: [env.search_emails, env.read_email, env.return_final_answer]})
+    use_serving_tool_schemas(trainer)
+    assert trainer._env_tools[None] == InboxTools.schemas()
+    with pytest.raises(RuntimeError, match="_env_tools"):
+        use_serving_tool_schemas(SimpleNamespace())
+
+
+def test_qa_trajectory_searches_reads_and_answers(tools_db_path: Path) -> None:
+    db = open_db(tools_db_path)
+    messages = qa_trajectory(GAS, db)
+    assert messages is not None
+    calls = [m["tool_calls"][0]["function"] for m in messages if m.get("tool_calls")][1:]  # skip the example
+    assert [c["name"] for c in calls] == ["search_emails", "read_email", "return_final_answer"]
+    search_result = json.loads(messages[-4]["content"])
+    assert "m1.alice@example.com" in {r["message_id"].strip("<>") for r in search_result}
+    assert json.loads(calls[-1]["arguments"]) == {"answer": GAS.answer, "sources": ["<m1.alice@example.com>"]}
+    unanswerable = qa_trajectory(NOPE, db)
+    final = json.loads(unanswerable[-1]["tool_calls"][0]["function"]["arguments"])
+    assert final == {"answer": I_DONT_KNOW, "sources": []}
+
+
+def test_qa_examples_cover_the_shipped_questions(default_db_path: Path) -> None:
+    questions = load_questions(default_questions_path())
+    examples, skipped = qa_examples(questions, open_db(default_db_path))
+    assert len(examples) >= 0.9 * len(questions), skipped
+    assert all(json.loads(e["tools"]) == InboxTools.schemas() for e in examples[:3])

@@ -1,0 +1,92 @@
+"""The runs/ registry: register, list, look up by name, and what the CLI shows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from env.config import Settings
+from train.registry import (
+    NoRun,
+    check_name,
+    get_run,
+    list_runs,
+    register_run,
+    resolve_adapter_path,
+    update_eval,
+)
+
+
+def _adapter(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"r": 8, "peft_type": "LORA"}))
+    (folder / "adapter_model.safetensors").write_bytes(b"weights")
+    return folder
+
+
+def test_register_copies_the_adapter_and_writes_run_json(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home")
+    source = _adapter(tmp_path / "out")
+    info = register_run(
+        settings,
+        "grpo-1",
+        source,
+        kind="grpo",
+        base_model="/m",
+        data={"inboxes": ["allen-p"]},
+        config={"lora_r": 8},
+    )
+    assert (info.adapter_dir / "adapter_model.safetensors").read_bytes() == b"weights"
+    stored = json.loads((settings.runs_dir / "grpo-1" / "run.json").read_text())
+    assert stored["base_model"] == "/m" and stored["config"] == {"lora_r": 8} and stored["created"]
+    assert [r.name for r in list_runs(settings)] == ["grpo-1"]
+    assert get_run(settings, "grpo-1").data == {"inboxes": ["allen-p"]}
+    assert resolve_adapter_path(settings, "grpo-1") == info.adapter_dir
+    assert resolve_adapter_path(settings, str(source)) == source
+
+
+def test_register_in_place_and_update_eval(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    adapter = _adapter(settings.runs_dir / "sft-1" / "adapter")
+    register_run(settings, "sft-1", adapter, kind="sft", base_model="/m")
+    assert (adapter / "adapter_config.json").is_file()
+    update_eval(settings, "sft-1", {"accuracy": 0.5})
+    assert get_run(settings, "sft-1").eval == {"accuracy": 0.5}
+
+
+def test_unfinished_runs_are_not_listed_and_unknown_names_say_what_exists(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    (settings.runs_dir / "half-done" / "checkpoints").mkdir(parents=True)
+    register_run(settings, "done", _adapter(tmp_path / "a"), kind="grpo", base_model="/m")
+    assert [r.name for r in list_runs(settings)] == ["done"]
+    with pytest.raises(NoRun, match="Runs: done"):
+        get_run(settings, "half-done")
+    with pytest.raises(FileNotFoundError, match=r"adapter_config\.json"):
+        register_run(settings, "x", tmp_path, kind="grpo", base_model="/m")
+    with pytest.raises(ValueError, match="Bad run name"):
+        check_name("../escape")
+
+
+def test_cli_lists_and_shows_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.cli import cli
+
+    monkeypatch.setenv("INBOXRL_HOME", str(tmp_path))
+    settings = Settings(home=tmp_path)
+    register_run(
+        settings,
+        "grpo-7",
+        _adapter(tmp_path / "a"),
+        kind="grpo",
+        base_model="/m",
+        eval_summary={"accuracy": 0.25},
+    )
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["runs"])
+    assert listed.exit_code == 0 and "grpo-7" in listed.output and "25.0%" in listed.output
+    shown = runner.invoke(cli, ["runs", "grpo-7"])
+    assert shown.exit_code == 0 and json.loads(shown.output)["kind"] == "grpo"
+    missing = runner.invoke(cli, ["runs", "nope"])
+    assert missing.exit_code == 1 and "grpo-7" in missing.output
