@@ -13,6 +13,7 @@ for twice.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import math
@@ -27,7 +28,14 @@ import sqlite_utils
 
 from env.db import Inbox
 from synth_data import ground
-from synth_data.llm import LLM, pairs_request, quote_request, unanswerable_request
+from synth_data.llm import (
+    EXAMPLE_PAIRS,
+    EXAMPLE_UNANSWERABLE,
+    LLM,
+    pairs_request,
+    quote_request,
+    unanswerable_request,
+)
 from synth_data.questions import DIFFICULTIES, Question, save_questions
 from synth_data.sample import Batch, Email, load_emails, sample_batches
 from synth_data.template import query_date_after, template_pairs
@@ -150,6 +158,15 @@ def _clean_float(value: Any) -> float | None:
     return min(1.0, max(0.0, float(value)))
 
 
+@functools.cache
+def _examples() -> ground.Deduper:
+    """The prompts' own example questions: a pair that copies one is dropped before any check is paid."""
+    examples = ground.Deduper()
+    for example in (*EXAMPLE_PAIRS["pairs"], *EXAMPLE_UNANSWERABLE["questions"]):
+        examples.is_new(example["question"])
+    return examples
+
+
 def _answerable_candidates(data: Any, batch: Batch, inbox: Inbox) -> list[Candidate]:
     out = []
     for item in (data or {}).get("pairs") or []:
@@ -179,7 +196,7 @@ def _answerable_candidates(data: Any, batch: Batch, inbox: Inbox) -> list[Candid
             how_realistic=_clean_float(item.get("how_realistic")),
             generator="llm",
         )
-        out.append(Candidate(q, batch.index))
+        out.append(Candidate(q, batch.index, drop="copied_example" if _examples().seen(q.question) else None))
     return out
 
 
@@ -207,7 +224,8 @@ def _unanswerable_candidates(data: Any, batch: Batch, inbox: Inbox) -> list[Cand
             generator="llm",
         )
         key_terms = [t for t in terms or [] if isinstance(t, str)]
-        out.append(Candidate(q, batch.index, key_terms=key_terms))
+        drop = "copied_example" if _examples().seen(q.question) else None
+        out.append(Candidate(q, batch.index, key_terms=key_terms, drop=drop))
     return out
 
 
@@ -258,9 +276,11 @@ async def _process_batch(
         found = _unanswerable_candidates(await llm.ask(messages, schema, "unanswerable"), batch, inbox)
         for c in found:
             if c.drop is None:
-                c.drop = ground.check_unanswerable(
-                    db, inbox.id, c.question, c.key_terms
-                ) or ground.check_realism(c.question, config.min_realism)
+                c.drop = (
+                    ground.check_on_topic(c.question.question, list(batch.emails))
+                    or ground.check_unanswerable(db, inbox.id, c.question, c.key_terms)
+                    or ground.check_realism(c.question, config.min_realism)
+                )
         candidates += found
     return candidates
 

@@ -12,6 +12,8 @@ dropped by reason, and kept. The checks:
 - ``not_findable``: searching the inbox with the question's words does not find a cited email.
 - ``answer_found``: (unanswerable pairs) an email before ``query_date`` contains every key term.
 - ``near_duplicate``: the question's content words overlap an earlier question's too much.
+- ``copied_example``: (LLM pairs) the question is the prompt's own example.
+- ``off_topic``: (unanswerable pairs) none of the question's words occur in the emails it came from.
 """
 
 from __future__ import annotations
@@ -98,16 +100,36 @@ class Deduper:
         self._sets: list[set[str]] = []
         self._index: dict[str, list[int]] = {}
 
+    @staticmethod
+    def _terms(question: str) -> set[str]:
+        return {_stem(t) for t in content_terms(question)} or {normalize(question)}
+
+    def seen(self, question: str) -> bool:
+        """Whether ``question`` near-duplicates one recorded before (without recording it)."""
+        terms = self._terms(question)
+        candidates = {i for t in terms for i in self._index.get(t, ())}
+        return any(jaccard(terms, self._sets[i]) >= self.threshold for i in candidates)
+
     def is_new(self, question: str) -> bool:
         """Record ``question`` and say whether it is new (not a near-duplicate of one seen before)."""
-        terms = {_stem(t) for t in content_terms(question)} or {normalize(question)}
-        candidates = {i for t in terms for i in self._index.get(t, ())}
-        if any(jaccard(terms, self._sets[i]) >= self.threshold for i in candidates):
+        if self.seen(question):
             return False
+        terms = self._terms(question)
         for t in terms:
             self._index.setdefault(t, []).append(len(self._sets))
         self._sets.append(terms)
         return True
+
+
+def check_on_topic(question: str, emails: list[Email]) -> str | None:
+    """An unanswerable question must still be about these emails: one of its content words occurs in them.
+
+    >>> e = Email(1, "<1@x>", "Gas", "a@x.com", "", "2001-05-01T00:00:00Z", "inbox", "Tenaska renews.")
+    >>> check_on_topic("What rate did Tenaska offer?", [e]), check_on_topic("Who won the chess cup?", [e])
+    (None, 'off_topic')
+    """
+    text = {_stem(t) for e in emails for t in content_terms(e.render())}
+    return None if any(_stem(t) in text for t in content_terms(question)) else "off_topic"
 
 
 @dataclass

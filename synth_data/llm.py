@@ -26,18 +26,56 @@ from typing import Any
 
 from synth_data.sample import Batch, Email
 
+# String caps in the schemas: guided decoding then always closes the JSON before max_tokens.
+MAX_QUESTION_CHARS = 250
+MAX_ANSWER_CHARS = 200
+MAX_QUOTE_CHARS = 400
+
 SYSTEM = (
     "You help build a benchmark for an assistant that answers questions about a person's mailbox by "
     "searching it. You read emails and reply only with JSON that matches the given schema."
 )
 
 
+# One-shot replies (about emails that exist nowhere): small models copy the compact format, and a
+# copied example is dropped by the grounding checks because no email supports it.
+EXAMPLE_PAIRS = {
+    "pairs": [
+        {
+            "question": "Who is presenting the Q3 forecast to the Acme board?",
+            "answer": "Maria Lopez",
+            "sources": [1],
+            "difficulty": "easy",
+            "how_realistic": 0.8,
+        }
+    ]
+}
+EXAMPLE_UNANSWERABLE = {
+    "questions": [
+        {
+            "question": "Which room is the Acme board meeting in?",
+            "key_terms": ["Acme", "room"],
+            "how_realistic": 0.6,
+        }
+    ]
+}
+EXAMPLE_QUOTE = {
+    "supported": True,
+    "quote": "Maria Lopez will present the Q3 forecast to the Acme board on Friday.",
+    "how_realistic": 0.8,
+}
+
+
+def _reply_format(schema: dict, example: dict) -> str:
+    compact = (",", ":")
+    return (
+        f"Reply with JSON matching this schema: {json.dumps(schema, separators=compact)}\n"
+        f"Example reply (about other emails): {json.dumps(example, separators=compact)}"
+    )
+
+
 def _email_block(emails: tuple[Email, ...] | list[Email], max_body_chars: int) -> str:
     return "\n\n".join(f"[{i}]\n{e.render(max_body_chars)}" for i, e in enumerate(emails, 1))
-
-
-def _schema_text(schema: dict) -> str:
-    return json.dumps(schema, separators=(",", ":"))
 
 
 def pairs_schema(n_emails: int, n_pairs: int) -> dict:
@@ -51,8 +89,8 @@ def pairs_schema(n_emails: int, n_pairs: int) -> dict:
                 "items": {
                     "type": "object",
                     "properties": {
-                        "question": {"type": "string"},
-                        "answer": {"type": "string"},
+                        "question": {"type": "string", "maxLength": MAX_QUESTION_CHARS},
+                        "answer": {"type": "string", "maxLength": MAX_ANSWER_CHARS},
                         "sources": {
                             "type": "array",
                             "items": {"type": "integer", "enum": list(range(1, n_emails + 1))},
@@ -83,10 +121,10 @@ def unanswerable_schema(n_questions: int) -> dict:
                 "items": {
                     "type": "object",
                     "properties": {
-                        "question": {"type": "string"},
+                        "question": {"type": "string", "maxLength": MAX_QUESTION_CHARS},
                         "key_terms": {
                             "type": "array",
-                            "items": {"type": "string"},
+                            "items": {"type": "string", "maxLength": 60},
                             "minItems": 1,
                             "maxItems": 4,
                         },
@@ -106,7 +144,7 @@ QUOTE_SCHEMA = {
     "type": "object",
     "properties": {
         "supported": {"type": "boolean"},
-        "quote": {"type": "string"},
+        "quote": {"type": "string", "maxLength": MAX_QUOTE_CHARS},
         "how_realistic": {"type": "number", "minimum": 0, "maximum": 1},
     },
     "required": ["supported", "quote", "how_realistic"],
@@ -126,7 +164,7 @@ def pairs_request(batch: Batch, owner: str, n_pairs: int, max_body_chars: int) -
         "questions that need one email ('single') and add some that need two ('multi'). "
         "sources: the numbers of the emails that contain the answer. how_realistic: 0-1, how likely a "
         "real person would ask this. Skip emails that are bulk mail or say nothing specific.\n"
-        f"Reply with JSON matching this schema: {_schema_text(schema)}"
+        + _reply_format(schema, EXAMPLE_PAIRS)
     )
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}], schema
 
@@ -142,7 +180,7 @@ def unanswerable_request(
         "topics and people, but that NONE of these emails answers (for example a detail that is never "
         "given). key_terms: the 1-4 specific words or names an email answering it would have to contain. "
         "how_realistic: 0-1, how likely a real person would ask this.\n"
-        f"Reply with JSON matching this schema: {_schema_text(schema)}"
+        + _reply_format(schema, EXAMPLE_UNANSWERABLE)
     )
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}], schema
 
@@ -157,7 +195,7 @@ def quote_request(
         "Is the proposed answer stated in these emails? supported: true or false. quote: copy, word for "
         "word, the shortest sentence from the emails that states the answer (empty if none). "
         "how_realistic: 0-1, how likely the mailbox owner would really ask this question.\n"
-        f"Reply with JSON matching this schema: {_schema_text(QUOTE_SCHEMA)}"
+        + _reply_format(QUOTE_SCHEMA, EXAMPLE_QUOTE)
     )
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}], QUOTE_SCHEMA
 
