@@ -327,35 +327,48 @@ async def aevaluate(
             counts[_group(row) or "judge_error"] += 1
             bar.update(task, advance=1, counts=" ".join(f"{k}={v}" for k, v in sorted(counts.items())))
 
-        async def run_one(q: Question) -> None:
-            async with semaphore:
-                traj = await arun_agent(
-                    q.question,
-                    inboxes[q.inbox_key],
-                    q.query_date,
-                    db=db,
-                    settings=settings,
-                    client=client,
-                    tracer=tracer,
-                )
-                row = await judge_row(
-                    traj, q, settings=settings, reward_config=reward_config, db=db, judge_client=judge_client
-                )
-            finish(row)
-
-        async def rejudge_one(q: Question) -> None:
+        async def one(q: Question) -> None:
             from env.trajectory import Trajectory
 
-            async with semaphore:
-                traj = Trajectory.from_dict(done[q.id]["trajectory"])
-                row = await judge_row(
-                    traj, q, settings=settings, reward_config=reward_config, db=db, judge_client=judge_client
-                )
+            try:
+                async with semaphore:
+                    if q.id in done:  # its judge failed last time: judge the kept trajectory again
+                        traj = Trajectory.from_dict(done[q.id]["trajectory"])
+                    else:
+                        traj = await arun_agent(
+                            q.question,
+                            inboxes[q.inbox_key],
+                            q.query_date,
+                            db=db,
+                            settings=settings,
+                            client=client,
+                            tracer=tracer,
+                        )
+                    row = await judge_row(
+                        traj,
+                        q,
+                        settings=settings,
+                        reward_config=reward_config,
+                        db=db,
+                        judge_client=judge_client,
+                    )
+            except Exception:
+                log.exception("question %s crashed; it will run again when this eval is resumed", q.id)
+                crashed.append(q.id)
+                return
             finish(row)
 
-        await asyncio.gather(*(rejudge_one(q) for q in rejudge), *(run_one(q) for q in todo))
+        crashed: list[str] = []
+        await asyncio.gather(*(one(q) for q in rejudge + todo))
     tracer.flush()
-    return write_outputs(out_dir, questions, meta)
+    summary = write_outputs(out_dir, questions, meta)
+    if crashed:
+        ids = ", ".join(crashed[:5]) + ("..." if len(crashed) > 5 else "")
+        raise EvalError(
+            f"{len(crashed)} question(s) crashed ({ids}): see the log above. The report covers the "
+            "others; rerun the same command to retry them."
+        )
+    return summary
 
 
 def _group(row: dict) -> str | None:

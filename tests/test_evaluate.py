@@ -133,6 +133,37 @@ def test_judge_failure_is_reported_then_rejudged_on_resume(
     assert agreement["n"] == 1 and agreement["agreement"] == 1.0
 
 
+def test_a_crashing_question_does_not_stop_the_others(
+    scripted: ScriptedServer,
+    tmp_path: Path,
+    db_path: Path,
+    questions: list[Question],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import judge.evaluate
+
+    real = judge.evaluate.judge_row
+
+    async def flaky(traj, q, **kwargs):  # type: ignore[no-untyped-def]
+        if q.id == questions[0].id:
+            raise RuntimeError("boom")
+        return await real(traj, q, **kwargs)
+
+    out = tmp_path / "run"
+    settings = settings_for(scripted, tmp_path)
+    monkeypatch.setattr(judge.evaluate, "judge_row", flaky)
+    scripted.queue(answer("Check #1178."), answer("Almost $193,000 per duplex."))
+    with pytest.raises(EvalError, match=f"1 question\\(s\\) crashed \\({questions[0].id}\\)"):
+        evaluate(questions[:2], db_path=db_path, out_dir=out, settings=settings, progress=False)
+    assert list(load_results(out)) == [questions[1].id]
+    assert json.loads((out / "summary.json").read_text())["n"] == 1
+
+    monkeypatch.setattr(judge.evaluate, "judge_row", real)
+    scripted.queue(answer("Check #1178, mailed Aug 28, 2000."))
+    summary = evaluate(questions[:2], db_path=db_path, out_dir=out, settings=settings, progress=False)
+    assert summary["n"] == 2 and summary["accuracy"] == 1.0
+
+
 def test_resume_refuses_another_model(
     scripted: ScriptedServer, tmp_path: Path, db_path: Path, questions: list[Question]
 ) -> None:
