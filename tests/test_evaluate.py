@@ -7,6 +7,8 @@ runs the real embedded model on vLLM.
 
 from __future__ import annotations
 
+import doctest
+import importlib
 import json
 import shutil
 from pathlib import Path
@@ -246,3 +248,9 @@ def test_real_model_end_to_end(
         r["reward"] is not None and r["trajectory"]["model"] == vllm_server.model for r in rows.values()
     )
     assert (out / "report.md").exists() and (out / "outcomes.png").exists()
+
+
+@pytest.mark.parametrize("module", ["judge.summary", "judge.compare"])
+def test_doctests(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
