@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -172,3 +173,38 @@ def test_qa_examples_cover_the_shipped_questions(default_db_path: Path) -> None:
     examples, skipped = qa_examples(questions, open_db(default_db_path))
     assert len(examples) >= 0.9 * len(questions), skipped
     assert all(json.loads(e["tools"]) == InboxTools.schemas() for e in examples[:3])
+
+
+def test_question_filter_drops_groups_without_signal(scripted, tools_db_path: Path, tmp_path: Path) -> None:
+    """A question solved in some rollouts is kept; one never solved is dropped and counted.
+
+    A scripted policy stands in for the model: the test is about the filter's bookkeeping.
+    """
+    from tests.fixtures.scripted import text, tool_call
+    from train.config import InboxGRPOConfig
+    from train.grpo import filter_questions
+
+    offsite = Question(
+        id="offsite",
+        inbox_address="alice@example.com",
+        mailbox="alice-a",
+        question="When does the team offsite start?",
+        answer="Friday at 10am",
+        message_ids=["<m2.alice@example.com>"],
+        query_date="2001-05-01",
+    )
+    scripted.queue(
+        tool_call(
+            "return_final_answer", {"answer": "$5.10 at Henry Hub", "sources": ["<m1.alice@example.com>"]}
+        ),
+        tool_call("return_final_answer", {"answer": "$7 at Waha", "sources": []}),
+        text("No idea."),
+        text("No idea."),
+    )
+    shutil.copy(tools_db_path, tmp_path / "inbox.db")  # the rollouts' traces are written beside the DB
+    settings = scripted.settings(tmp_path, db=tmp_path / "inbox.db", concurrency=1)
+    config = InboxGRPOConfig(device="cpu", use_vllm=False, filter_questions=True, filter_samples=2)
+    kept, stats = filter_questions(settings, config, [GAS, offsite])
+    assert [q.id for q in kept] == ["gas"]
+    assert stats["outcomes"] == {"gas": [True, False], "offsite": [False, False]}
+    assert (stats["kept"], stats["always_solved"], stats["always_failed"]) == (1, 0, 1)

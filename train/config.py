@@ -153,8 +153,8 @@ class InboxGRPOConfig(_TrainFields):
     )
     filter_questions: bool = _f(
         False,
-        "Before training, drop questions the starting model always solves or always fails "
-        "(their groups carry no signal).",
+        "Before training, roll out each question filter_samples times with the model served at "
+        "settings.base_url (settings.model) and drop those it always solves or always fails.",
         "GRPO",
     )
     filter_samples: int = _f(4, "Rollouts per question used by filter_questions.", "GRPO")

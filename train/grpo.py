@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from env.config import Settings
+from synth_data.questions import Question
 from train.config import InboxGRPOConfig
 from train.env import InboxEnvironment, build_dataset, make_reward, use_serving_tool_schemas
 from train.loading import (
@@ -73,6 +74,15 @@ def train_grpo(
     path, selected = training_questions(settings, config)
     if questions is not None:
         selected = questions
+    filtered: dict[str, Any] = {}
+    if config.filter_questions:
+        selected, filtered = filter_questions(settings, config, selected)
+        write_json_atomic(folder / "filter.json", filtered)
+        if not selected:
+            raise ValueError(
+                f"The question filter dropped every question ({filtered['always_solved']} always solved, "
+                f"{filtered['always_failed']} always failed): nothing left with a learning signal."
+            )
     dataset = build_dataset(selected, _open(settings), few_shot=config.few_shot)
 
     tokenizer = load_tokenizer(base_model)
@@ -110,10 +120,58 @@ def train_grpo(
         resumed_from=str(start) if start else None,
         metrics_path=str(metrics_path),
         plot_path=str(plot) if plot else None,
-        data={"question_ids": [q.id for q in selected], "inboxes": sorted({q.inbox_key for q in selected})},
+        data={
+            "question_ids": [q.id for q in selected],
+            "inboxes": sorted({q.inbox_key for q in selected}),
+            "filter": {k: v for k, v in filtered.items() if k != "outcomes"},
+        },
     )
     write_json_atomic(folder / "result.json", result.to_dict())
     return result
+
+
+def filter_questions(
+    settings: Settings, config: InboxGRPOConfig, questions: list[Question]
+) -> tuple[list[Question], dict[str, Any]]:
+    """Drop questions whose ``filter_samples`` rollouts all succeed or all fail (groups without signal).
+
+    The rollouts run through the serving loop at ``settings.base_url`` with ``settings.model``
+    (serve the starting adapter there and name it), at the training temperature, judged like
+    training. Returns the kept questions and counts (plus each question's outcomes).
+    """
+    import asyncio
+
+    from env.agent import arun_batch
+    from judge.judge import JudgeError, judge_answer
+
+    policy = settings.model_copy(update={"temperature": config.temperature, "max_turns": config.max_turns})
+    items = [q for q in questions for _ in range(config.filter_samples)]
+    trajectories = asyncio.run(
+        arun_batch(items, db=settings.db_path, settings=policy, description="filter rollouts")
+    )
+    outcomes: dict[str, list[bool]] = {}
+    for q, traj in zip(items, trajectories, strict=True):
+        correct = False
+        if traj.ended == "answered":
+            try:
+                verdict = judge_answer(
+                    q.question, q.answer, traj.answer, traj.sources, q.message_ids, settings=settings
+                )
+                correct = verdict.verdict == "correct"
+            except JudgeError:
+                correct = False
+        outcomes.setdefault(q.id, []).append(correct)
+    kept = [q for q in questions if 0 < sum(outcomes[q.id]) < len(outcomes[q.id])]
+    stats = {
+        "model": settings.model,
+        "samples": config.filter_samples,
+        "questions": len(questions),
+        "kept": len(kept),
+        "always_solved": sum(all(v) for v in outcomes.values()),
+        "always_failed": sum(not any(v) for v in outcomes.values()),
+        "outcomes": outcomes,
+    }
+    return kept, stats
 
 
 def _open(settings: Settings) -> Any:

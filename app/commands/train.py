@@ -42,6 +42,12 @@ def _report(result: object, info: object) -> None:
         f"Trained {result.stage} run {result.name}: {result.steps} steps in {result.train_runtime_s:.0f} s "
         f"on {result.n_questions} questions."
     )
+    kept = result.data.get("filter")
+    if kept:
+        typer.echo(
+            f"Question filter: kept {kept['kept']} of {kept['questions']} "
+            f"({kept['always_solved']} always solved, {kept['always_failed']} always failed)."
+        )
     typer.echo(f"Adapter: {info.adapter_dir}  (serve it: inboxrl model serve --adapter {result.name})")
     typer.echo(
         f"Metrics: {result.metrics_path}" + (f"  plot: {result.plot_path}" if result.plot_path else "")
