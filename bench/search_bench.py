@@ -29,7 +29,7 @@ from pathlib import Path
 from rich.progress import track
 
 from env.db import list_inboxes, open_db
-from env.tools import InboxTools
+from env.tools import InboxTools, make_tools
 
 # Left out of the sampled keywords: a searcher does not type these.
 STOPWORDS = frozenset({
@@ -64,44 +64,53 @@ def sample_queries(db, n: int, seed: int) -> list[dict]:
     return queries
 
 
-def replicate(source: Path, target: Path, copies: int) -> None:
+def replicate(source: Path, target: Path, copies: int, merge: bool = False) -> None:
     """Write ``target``: ``source`` plus ``copies`` copies of its mailboxes with fresh Message-IDs.
 
-    Copy ``n`` of mailbox ``allen-p`` is ``allen-p-x<n>``, its Message-IDs get an ``x<n>.`` prefix and
-    its owner addresses a ``+x<n>`` tag, so each copy is a distinct inbox of distinct messages.
+    Copy ``n`` of mailbox ``allen-p`` is inbox ``allen-p-x<n>`` (with ``merge``, every mailbox of
+    copy ``n`` goes into one inbox ``all-x<n>``, deduplicated by content, to get large inboxes), and
+    its Message-IDs get an ``x<n>.`` prefix: each copy is a distinct inbox of distinct messages.
     The FTS5 index is filled by the schema's triggers, as ingestion fills it.
     """
     src = open_db(source)
     src.execute("pragma wal_checkpoint(truncate)")
     src.close()
     shutil.copyfile(source, target)
-    db = open_db(target)
+    db = open_db(target, create=True)  # create=True: ensure_schema upgrades an older copy first
     last = db.execute("select max(id) from emails").fetchone()[0]
+    inbox = "'all-' || :tag" if merge else "inbox || '-' || :tag"
     for n in track(range(1, copies + 1), description=f"replicating {last:,} emails x {copies}"):
-        tag, shift = f"x{n:02d}", n * last
+        params = {"tag": f"x{n:02d}", "shift": n * last, "last": last}
+        copied = "exists (select 1 from emails c where c.id = email_id + :shift)"
         with db.conn:
             db.execute(
-                "insert into inboxes select id || '-' || :tag, name || '-' || :tag, "
-                "replace(addresses, '@', '+' || :tag || '@'), message_count, first_date, last_date "
-                "from inboxes where id in (select distinct inbox from emails where id <= :last)",
-                {"tag": tag, "last": last},
+                f"insert into inboxes (id, name, addresses, message_count) select distinct {inbox}, {inbox}, "
+                f"json_array({inbox} || '@replica.invalid'), 0 from emails where id <= :last",
+                params,
             )
             db.execute(
-                "insert into emails (id, inbox, message_id, subject, from_address, from_name, date, body, "
-                "folder, source_file, content_hash) select id + :shift, inbox || '-' || :tag, "
+                "insert or ignore into emails (id, inbox, message_id, subject, from_address, from_name, "
+                f"date, body, folder, source_file, content_hash) select id + :shift, {inbox}, "
                 ":tag || '.' || message_id, subject, from_address, from_name, date, body, folder, "
                 "source_file, content_hash from emails where id <= :last",
-                {"tag": tag, "shift": shift, "last": last},
+                params,
             )
             db.execute(
-                "insert into message_ids select inbox || '-' || :tag, :tag || '.' || message_id, "
-                "email_id + :shift, folder, source_file from message_ids where email_id <= :last",
-                {"tag": tag, "shift": shift, "last": last},
+                f"insert or ignore into message_ids select {inbox}, :tag || '.' || message_id, "
+                "email_id + :shift, folder, source_file from message_ids "
+                f"where email_id <= :last and {copied}",
+                params,
             )
             db.execute(
-                "insert into recipients (email_id, kind, address, name) "
-                "select email_id + :shift, kind, address, name from recipients where email_id <= :last",
-                {"shift": shift, "last": last},
+                "insert into recipients (email_id, kind, address, name) select email_id + :shift, kind, "
+                f"address, name from recipients where email_id <= :last and {copied}",
+                params,
+            )
+            db.execute(
+                "update inboxes set (message_count, first_date, last_date) = "
+                "(select count(*), min(date), max(date) from emails where inbox = inboxes.id) "
+                "where id in (select distinct inbox from emails where id > :shift and id <= :shift + :last)",
+                params,
             )
     db.execute("analyze")
     db.close()
@@ -143,6 +152,7 @@ def run(db_path: Path, n: int, seed: int, warmup: int, max_results: int, baselin
     db = open_db(db_path)
     emails = db.execute("select count(*) from emails").fetchone()[0]
     inboxes = {inbox.id: inbox for inbox in list_inboxes(db)}
+    make_tools(db, next(iter(inboxes)), None)  # refuses a DB whose index predates inbox_token
     queries = sample_queries(db, n + warmup, seed)
     variants = {"search_emails": InboxTools} | (
         {"without_inbox_token": WithoutInboxToken} if baseline else {}
@@ -194,6 +204,7 @@ def main() -> None:
         "--replicate-from", type=Path, help="First build --db from this DB plus --copies copies."
     )
     parser.add_argument("--copies", type=int, default=36, help="Mailbox copies for --replicate-from.")
+    parser.add_argument("--merge", action="store_true", help="--replicate-from: one inbox per copy.")
     parser.add_argument("--queries", type=int, default=1000, help="Timed queries.")
     parser.add_argument("--warmup", type=int, default=100, help="Untimed queries run first.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the query sample.")
@@ -204,7 +215,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="Also write the summary here.")
     args = parser.parse_args()
     if args.replicate_from:
-        replicate(args.replicate_from, args.db, args.copies)
+        replicate(args.replicate_from, args.db, args.copies, args.merge)
     summary = run(args.db, args.queries, args.seed, args.warmup, args.max_results, args.baseline)
     text = json.dumps(summary, indent=2)
     print(text)
