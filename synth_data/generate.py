@@ -61,6 +61,12 @@ class SynthConfig:
     max_body_chars: int = field(
         default=1500, metadata={"help": "Email bodies are cut to this many characters."}
     )
+    max_prompt_chars: int = field(
+        default=10_000,
+        metadata={
+            "help": "Email text per prompt: bodies are cut to fit (the embedded model reads 4k tokens)."
+        },
+    )
     min_realism: float = field(
         default=0.4, metadata={"help": "Drop pairs rated less realistic than this (0-1)."}
     )
@@ -85,6 +91,10 @@ class SynthConfig:
             )
         if not 0.0 <= self.min_realism <= 1.0 or not 0.0 < self.dedup_threshold <= 1.0:
             raise ValueError("min_realism must be in [0, 1] and dedup_threshold in (0, 1]")
+
+    def body_chars(self, n_emails: int) -> int:
+        """How much of each body a prompt showing ``n_emails`` emails may quote."""
+        return min(self.max_body_chars, max(200, self.max_prompt_chars // max(1, n_emails)))
 
     def batch_limit(self) -> int:
         """How many batches the LLM path may use."""
@@ -238,7 +248,7 @@ async def _check_answerable(
     if reason:
         c.drop = reason
         return
-    messages, schema = quote_request(q.question, q.answer or "", emails, config.max_body_chars)
+    messages, schema = quote_request(q.question, q.answer or "", emails, config.body_chars(len(emails)))
     verdict = await llm.ask(messages, schema, "support_quote")
     if not isinstance(verdict, dict) or not isinstance(verdict.get("quote"), str):
         c.drop = "checker_failed"
@@ -262,7 +272,8 @@ async def _process_batch(
 ) -> list[Candidate]:
     candidates: list[Candidate] = []
     if config.pairs_per_batch:
-        messages, schema = pairs_request(batch, inbox.address, config.pairs_per_batch, config.max_body_chars)
+        body_chars = config.body_chars(len(batch.emails))
+        messages, schema = pairs_request(batch, inbox.address, config.pairs_per_batch, body_chars)
         data = await llm.ask(messages, schema, "qa_pairs")
         found = _answerable_candidates(data, batch, inbox)
         for c in found:
@@ -271,7 +282,7 @@ async def _process_batch(
         candidates += found
     if config.unanswerable_per_batch:
         messages, schema = unanswerable_request(
-            batch, inbox.address, config.unanswerable_per_batch, config.max_body_chars
+            batch, inbox.address, config.unanswerable_per_batch, config.body_chars(len(batch.emails))
         )
         found = _unanswerable_candidates(await llm.ask(messages, schema, "unanswerable"), batch, inbox)
         for c in found:

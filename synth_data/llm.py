@@ -24,6 +24,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import openai
+
 from synth_data.sample import Batch, Email
 
 # String caps in the schemas: guided decoding then always closes the JSON before max_tokens.
@@ -293,6 +295,7 @@ class LLM:
         self.structured = structured
         self.seed = seed
         self.counters: Counter = Counter()
+        self.last_rejection: str | None = None
 
     async def ask(self, messages: list[dict], schema: dict, name: str) -> Any:
         """The parsed JSON reply to ``messages`` (from the cache when seen before), or ``None``."""
@@ -313,14 +316,19 @@ class LLM:
                     "type": "json_schema",
                     "json_schema": {"name": name, "schema": schema, "strict": True},
                 }
-            response = await self.client.chat.completions.create(
-                model=self.model,
-                messages=messages,
-                temperature=self.temperature,
-                max_tokens=self.max_tokens,
-                seed=self.seed,
-                **kwargs,
-            )
+            try:
+                response = await self.client.chat.completions.create(
+                    model=self.model,
+                    messages=messages,
+                    temperature=self.temperature,
+                    max_tokens=self.max_tokens,
+                    seed=self.seed,
+                    **kwargs,
+                )
+            except openai.BadRequestError as e:  # this request is refused (e.g. too long): skip it, go on
+                self.counters["llm_rejected"] += 1
+                self.last_rejection = str(e)
+                return None
             self.counters["llm_calls"] += 1
             usage = getattr(response, "usage", None)
             if usage is not None:

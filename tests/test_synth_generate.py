@@ -135,6 +135,21 @@ def test_checks_drop_bad_pairs_and_keep_grounded_ones(
     assert server.calls == 15
 
 
+def test_refused_requests_are_counted_and_skipped(
+    synth_db_path: Path, tmp_path: Path, function_server
+) -> None:
+    server = function_server(
+        lambda request: 400 if "Write up to" in request["messages"][-1]["content"] else writer(request)
+    )
+    db = open_db(synth_db_path)
+    llm = _llm(server.base_url, tmp_path / "cache.db")
+    kept, report = generate(db, get_inbox(db, "jane-d"), CONFIG, llm=llm, progress=False)
+    assert report.counters["llm_rejected"] == 3 and "scripted refusal" in llm.last_rejection
+    assert sorted(q.kind for q in kept) == ["unanswerable"] * 3
+    # prompts stay within the budget: 20 emails share 10,000 characters of body text
+    assert SynthConfig().body_chars(20) == 500 and SynthConfig().body_chars(2) == 1500
+
+
 def test_killed_generation_resumes_without_paying_twice(
     synth_db_path: Path, tmp_path: Path, function_server
 ) -> None:

@@ -75,6 +75,9 @@ def generate(
         int | None, typer.Option(help="Most batches per inbox (default: 3x n's need).")
     ] = None,
     max_body_chars: Annotated[int, typer.Option(help="Cut each email body to this many characters.")] = 1500,
+    max_prompt_chars: Annotated[
+        int, typer.Option(help="Email text per prompt; keep it within the model's context.")
+    ] = 10_000,
     min_realism: Annotated[
         float, typer.Option(help="Drop pairs rated less realistic than this (0-1).")
     ] = 0.4,
@@ -130,6 +133,7 @@ def generate(
             unanswerable_per_batch=unanswerable_per_batch,
             max_batches=max_batches,
             max_body_chars=max_body_chars,
+            max_prompt_chars=max_prompt_chars,
             min_realism=min_realism,
             seed=seed,
         )
@@ -172,6 +176,9 @@ def generate(
                 f"the model endpoint failed ({e}). Rerun the same command to continue:"
                 " finished batches are cached."
             ) from e
+        if llm is not None and llm.last_rejection:
+            typer.secho(f"The endpoint refused a request: {llm.last_rejection}", fg="yellow", err=True)
+            llm.last_rejection = None
         questions += kept
         totals["generated"] += report.generated
         totals["kept"] += report.kept
