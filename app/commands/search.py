@@ -73,7 +73,12 @@ def _highlight(snippet: str) -> str:
 
 
 def search(
-    keywords: Annotated[list[str], typer.Argument(help="Words or phrases (quote a phrase); all must match.")],
+    keywords: Annotated[
+        list[str],
+        typer.Argument(
+            help="Words or phrases (quote a phrase): emails with all of them, or any if none has all."
+        ),
+    ],
     inbox: InboxOption,
     db: DbOption = None,
     query_date: DateOption = None,
