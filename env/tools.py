@@ -14,6 +14,13 @@ Departures from ART·E's ``search_emails``:
 - when no email has every keyword, emails with any of them are returned (still ranked by BM25);
 - ``read_email`` returns the to/cc/bcc lists and accepts the Message-ID of any copy of a message.
 
+Cost of a search (measured in bench/results/search.md): the FTS5 query ANDs the inbox's
+``inbox_token`` (see ``env.db``) with the keywords, so BM25 scores only this inbox's matches, not
+every inbox's. What remains is bm25()'s IDF, which FTS5 computes per query by counting each
+keyword's matches over the whole table (so keywords carry no column filter, which doubles that
+count), and snippet(), which tokenizes each result's body (so bodies over ``SNIPPET_MAX_CHARS``
+get a snippet built in Python).
+
 Try it: ``inboxrl search --inbox allen-p --date 2001-05-01 gas prices``.
 """
 
