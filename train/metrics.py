@@ -70,13 +70,19 @@ def make_callback(path: str | Path, *, stage: str) -> Any:
             self.path = Path(path)
             self.step_start: float | None = None
             self.step_times: list[float] = []
+            self.synced = False
 
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # A resumed run starts at the checkpoint's step: forget what the killed run logged after it.
-            truncate_metrics(self.path, state.global_step)
+        def _sync(self, state: Any) -> None:
+            # A resumed run continues from the checkpoint's step: forget what the killed run logged
+            # after it. Done at the first step or log, not in on_train_begin, which runs before the
+            # trainer restores the checkpoint's state.
+            if not self.synced:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                truncate_metrics(self.path, state.global_step)
+                self.synced = True
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self._sync(state)
             self.step_start = time.monotonic()
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -89,6 +95,7 @@ def make_callback(path: str | Path, *, stage: str) -> Any:
         ) -> None:
             if not state.is_world_process_zero or not logs:
                 return
+            self._sync(state)
             record: dict[str, Any] = {"stage": stage, "step": state.global_step, "time": time.time()}
             record.update({k: v for k, v in logs.items() if isinstance(v, int | float | str)})
             if TRL_ZERO_STD in logs:
