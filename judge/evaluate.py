@@ -214,8 +214,15 @@ def _score_trace(tracer: Tracer | None, row: dict) -> None:
 
 
 def _run_meta(
-    settings: Settings, db_path: Path, questions_path: Path | None, config: RewardConfig, n: int
+    settings: Settings,
+    db_path: Path,
+    questions_path: Path | None,
+    config: RewardConfig,
+    n: int,
+    max_tokens: int | None,
 ) -> dict:
+    from env.agent import MAX_COMPLETION_TOKENS
+
     return {
         "model": settings.model,
         "base_url": settings.base_url,
@@ -226,6 +233,8 @@ def _run_meta(
         "db": str(db_path),
         "temperature": settings.temperature,
         "max_turns": settings.max_turns,
+        "max_tokens": max_tokens or MAX_COMPLETION_TOKENS,
+        "timeout_s": settings.timeout_s,
         "concurrency": settings.concurrency,
         "reward_config": config.to_dict(),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -238,7 +247,7 @@ def _check_resume(out_dir: Path, meta: dict) -> dict:
         write_atomic(path, json.dumps(meta, indent=2) + "\n")
         return meta
     old = json.loads(path.read_text(encoding="utf-8"))
-    for key in ("model", "judge_model", "db"):
+    for key in ("model", "judge_model", "db", "max_turns", "max_tokens"):
         if old.get(key) != meta[key]:
             raise EvalError(
                 f"{out_dir} holds a run with {key}={old.get(key)!r}, not {meta[key]!r}. "
@@ -255,6 +264,7 @@ async def aevaluate(
     settings: Settings | None = None,
     reward_config: RewardConfig | None = None,
     limit: int | None = None,
+    max_tokens: int | None = None,
     questions_path: str | Path | None = None,
     progress: bool = True,
     client: openai.AsyncOpenAI | None = None,
@@ -267,6 +277,8 @@ async def aevaluate(
     :param out_dir: the run folder; an existing one is resumed.
     :param settings: agent endpoint/model, judge, concurrency, max turns; default ``Settings()``.
     :param reward_config: the reward table; default :class:`RewardConfig` with ``settings.max_turns``.
+    :param max_tokens: completion tokens per model call; default the agent's
+        (:data:`env.agent.MAX_COMPLETION_TOKENS`).
     :param client: the agent's ``AsyncOpenAI`` client; default ``env.model.make_client(settings)``.
     :param judge_client: the judge's ``AsyncOpenAI`` client; default one from ``settings``.
     """
@@ -288,7 +300,14 @@ async def aevaluate(
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = _check_resume(
         out_dir,
-        _run_meta(settings, db_path, questions_path and Path(questions_path), reward_config, len(questions)),
+        _run_meta(
+            settings,
+            db_path,
+            questions_path and Path(questions_path),
+            reward_config,
+            len(questions),
+            max_tokens,
+        ),
     )
     done = load_results(out_dir)
     todo = [q for q in questions if q.id not in done]
@@ -343,6 +362,7 @@ async def aevaluate(
                             settings=settings,
                             client=client,
                             tracer=tracer,
+                            max_tokens=max_tokens,
                         )
                     row = await judge_row(
                         traj,

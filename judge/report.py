@@ -104,7 +104,9 @@ def write_report(out_dir: Path, rows: list[dict], summary: dict, plots: list[str
         "",
         f"{s['n']} questions ({s['judged']} judged, {s['judge_failures']} judge failures) from "
         f"`{s.get('questions') or '-'}` on `{s['db']}`; agent at `{s['base_url']}`, judge "
-        f"`{s['judge_model']}`, temperature {s['temperature']}, max {s['max_turns']} turns. "
+        f"`{s['judge_model']}`, temperature {s['temperature']}, max {s['max_turns']} turns of at most "
+        f"{s.get('max_tokens', '-')} tokens, {s.get('timeout_s', '-')} s per request, concurrency "
+        f"{s.get('concurrency', '-')}. "
         f"Started {s['started']}, finished {s.get('finished', '-')}.",
         "",
         "| metric | value |",

@@ -59,6 +59,12 @@ def run(
     max_turns: Annotated[
         int | None, typer.Option(help="Model turns per rollout (default: settings.max_turns).")
     ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Completion tokens per model call (default: the agent's, 512).")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds per model request (default: settings.timeout_s).")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run the agent on every question, judge, reward; write results.jsonl, summary.json, report.md, plots."""
@@ -75,6 +81,7 @@ def run(
         "judge_base_url": judge_base_url,
         "concurrency": concurrency,
         "max_turns": max_turns,
+        "timeout_s": timeout,
     }
     settings = base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     questions_path = questions or default_questions_path()
@@ -88,6 +95,7 @@ def run(
             out_dir=out_dir,
             settings=settings,
             limit=limit,
+            max_tokens=max_tokens,
             questions_path=questions_path,
             progress=progress,
         )
