@@ -211,6 +211,12 @@ def retrain(
     ] = None,
     preset: Preset = "auto",
     questions_per_inbox: Annotated[int, typer.Option(help="Questions to synthesize per new mailbox.")] = 24,
+    synth_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model at settings.base_url that writes the QA pairs; default the offline templates."
+        ),
+    ] = None,
     sft: Annotated[bool, typer.Option(help="Warm-start with SFT before GRPO.")] = True,
     sft_steps: Annotated[
         int | None, typer.Option(help="SFT optimizer steps (default: the preset's epochs).")
@@ -233,6 +239,7 @@ def retrain(
         name=name,
         preset=preset,
         questions_per_inbox=questions_per_inbox,
+        synth_model=synth_model,
         sft=sft,
         sft_steps=sft_steps,
         grpo_steps=grpo_steps,
