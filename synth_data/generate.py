@@ -37,7 +37,7 @@ from synth_data.llm import (
     unanswerable_request,
 )
 from synth_data.questions import DIFFICULTIES, Question, save_questions
-from synth_data.sample import Batch, Email, load_emails, sample_batches
+from synth_data.sample import Batch, load_emails, sample_batches
 from synth_data.template import query_date_after, template_pairs
 
 
@@ -62,7 +62,7 @@ class SynthConfig:
         default=1500, metadata={"help": "Email bodies are cut to this many characters."}
     )
     max_prompt_chars: int = field(
-        default=10_000,
+        default=6_000,
         metadata={
             "help": "Email text per prompt: bodies are cut to fit (the embedded model reads 4k tokens)."
         },
@@ -110,21 +110,23 @@ class Candidate:
     question: Question | None
     batch: int
     key_terms: list[str] = field(default_factory=list)
-    emails: list[Email] = field(default_factory=list)
     drop: str | None = None
 
 
 # ---- template path
 
 
-def _ground_common(db: sqlite_utils.Database, inbox: Inbox, c: Candidate, config: SynthConfig) -> str | None:
-    """The checks every answerable pair passes: citations, realism and search."""
-    emails, reason = ground.cited_emails(db, inbox.id, c.question)
-    c.emails = emails
+def _check_template_pair(
+    db: sqlite_utils.Database, inbox: Inbox, q: Question, config: SynthConfig
+) -> str | None:
+    """Citations, realism, search, and the answer and evidence as verbatim spans of the cited email."""
+    emails, reason = ground.cited_emails(db, inbox.id, q)
     return (
         reason
-        or ground.check_realism(c.question, config.min_realism)
-        or ground.check_findable(db, inbox.id, c.question, emails, k=config.findable_k)
+        or ground.check_realism(q, config.min_realism)
+        or ground.check_findable(db, inbox.id, q, emails, k=config.findable_k)
+        or ground.check_answer_verbatim(q.answer or "", emails)
+        or ground.check_quote(q.evidence or "", q.answer or "", emails, min_chars=4)
     )
 
 
@@ -138,10 +140,7 @@ def _run_template(
     kept: list[Question] = []
     for q in template_pairs(ordered, inbox, all_emails=load_emails(db, inbox.id)):
         report.generated += 1
-        c = Candidate(q, batch=0)
-        reason = _ground_common(db, inbox, c, config)
-        reason = reason or ground.check_answer_verbatim(q.answer or "", c.emails)
-        reason = reason or ground.check_quote(q.evidence or "", q.answer or "", c.emails, min_chars=4)
+        reason = _check_template_pair(db, inbox, q, config)
         if reason is None and not deduper.is_new(q.question):
             reason = "near_duplicate"
         if reason:
@@ -244,7 +243,6 @@ async def _check_answerable(
 ) -> None:
     q = c.question
     emails, reason = ground.cited_emails(db, inbox.id, q)
-    c.emails = emails
     if reason:
         c.drop = reason
         return
@@ -331,6 +329,14 @@ async def _run_llm(
     return kept
 
 
+async def _run_llm_and_close(*args: Any) -> list[Question]:
+    llm: LLM = args[4]
+    try:
+        return await _run_llm(*args)
+    finally:
+        await llm.client.close()
+
+
 # ---- entry point
 
 
@@ -345,7 +351,8 @@ def generate(
 ) -> tuple[list[Question], ground.Report]:
     """Write up to ``config.n`` checked pairs for ``inbox``; returns them and the report.
 
-    ``llm`` is required for ``generator="llm"``; its cache makes reruns free for done batches.
+    ``llm`` is required for ``generator="llm"``; its cache makes reruns free for done batches. Its
+    client is closed at the end (it belongs to this call's event loop): pass a fresh ``LLM`` per call.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -367,7 +374,7 @@ def generate(
         else:
             if llm is None:
                 raise ValueError("generator 'llm' needs an LLM endpoint (or use generator='template')")
-            kept = asyncio.run(_run_llm(db, inbox, config, report, llm, advance, concurrency))
+            kept = asyncio.run(_run_llm_and_close(db, inbox, config, report, llm, advance, concurrency))
             report.counters.update(llm.counters)
     report.kept = len(kept)
     return kept, report

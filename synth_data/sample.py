@@ -55,14 +55,24 @@ class Email:
         return self.date[:10]
 
     def render(self, max_body_chars: int | None = None) -> str:
-        """Headers and body as plain text: what quotes and answers are matched against."""
-        body = self.body if max_body_chars is None else _clip(self.body, max_body_chars)
+        """Headers and body as plain text: what quotes and answers are matched against.
+
+        With ``max_body_chars`` (for prompts) the body is cut and long recipient lists shortened.
+        """
+        clip = max_body_chars is not None
+        body = _clip(self.body, max_body_chars) if clip else self.body
         sender = f"{self.from_name} <{self.from_address}>" if self.from_name else self.from_address
-        lines = [f"From: {sender}", f"To: {', '.join(self.to)}"]
+        lines = [f"From: {sender}", f"To: {_addresses(self.to, clip)}"]
         if self.cc:
-            lines.append(f"Cc: {', '.join(self.cc)}")
+            lines.append(f"Cc: {_addresses(self.cc, clip)}")
         lines += [f"Date: {self.date}", f"Subject: {self.subject}", "", body]
         return "\n".join(lines)
+
+
+def _addresses(addresses: tuple[str, ...], clip: bool, keep: int = 6) -> str:
+    if clip and len(addresses) > keep:
+        return f"{', '.join(addresses[:keep])} and {len(addresses) - keep} more"
+    return ", ".join(addresses)
 
 
 def _clip(text: str, limit: int) -> str:

@@ -155,3 +155,14 @@ def test_cli_check_reports_a_bad_file_with_its_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["synth", "check", str(path)])
     assert result.exit_code == 1
     assert "q.jsonl:2: answer must be a non-empty string" in result.output
+
+
+def test_doctests_of_the_synth_modules_pass() -> None:
+    import doctest
+
+    from synth_data import generate, ground, llm, questions, sample, split, template
+
+    for module in (questions, sample, ground, template, llm, split, generate):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0, module.__name__
+    assert doctest.testmod(ground).attempted >= 8

@@ -77,7 +77,7 @@ def generate(
     max_body_chars: Annotated[int, typer.Option(help="Cut each email body to this many characters.")] = 1500,
     max_prompt_chars: Annotated[
         int, typer.Option(help="Email text per prompt; keep it within the model's context.")
-    ] = 10_000,
+    ] = 6_000,
     min_realism: Annotated[
         float, typer.Option(help="Drop pairs rated less realistic than this (0-1).")
     ] = 0.4,
@@ -104,6 +104,7 @@ def generate(
     from env.db import NoInbox, get_inbox, list_inboxes, open_db
     from synth_data.generate import SynthConfig, write_outputs
     from synth_data.generate import generate as run
+    from synth_data.llm import LLM, ResponseCache
 
     settings = Settings()
     db_path = db or settings.db_path
@@ -139,16 +140,18 @@ def generate(
         )
     except ValueError as e:
         raise _fail(str(e)) from e
-    llm = None
-    if generator == "llm":
+
+    def make_llm() -> LLM | None:
+        """A fresh client per inbox: each inbox's generation runs in its own event loop."""
+        if generator != "llm":
+            return None
         from env.model import make_client
-        from synth_data.llm import LLM, ResponseCache
 
         client_settings = settings.model_copy(
             update={"base_url": base_url, "api_key": api_key or settings.api_key}
         )
         client = make_client(client_settings).with_options(max_retries=settings.max_retries)
-        llm = LLM(
+        return LLM(
             client,
             model,
             ResponseCache(cache or settings.home / "synth" / "cache.db"),
@@ -157,11 +160,13 @@ def generate(
             structured=structured,
             seed=seed,
         )
+
     import openai
 
     questions, total = [], Counter()
     totals: dict = {"generated": 0, "kept": 0, "dropped": Counter()}
     for box in inboxes:
+        llm = make_llm()
         try:
             kept, report = run(
                 database,
@@ -178,14 +183,11 @@ def generate(
             ) from e
         if llm is not None and llm.last_rejection:
             typer.secho(f"The endpoint refused a request: {llm.last_rejection}", fg="yellow", err=True)
-            llm.last_rejection = None
         questions += kept
         totals["generated"] += report.generated
         totals["kept"] += report.kept
         totals["dropped"].update(report.dropped)
         total.update(report.counters)
-        if llm is not None:
-            llm.counters.clear()
     from synth_data.ground import Report
 
     merged = Report(totals["generated"], totals["kept"], totals["dropped"], total)
