@@ -29,7 +29,7 @@ from typing import Any
 from env.config import Settings
 from env.db import get_inbox, open_db, resolve_message_ids
 from env.prompt import I_DONT_KNOW, build_messages
-from env.tools import InboxTools, make_tools
+from env.tools import InboxTools, ToolError, make_tools
 from synth_data.questions import Question
 from train.config import InboxSFTConfig
 from train.env import template_messages
@@ -137,7 +137,10 @@ def qa_trajectory(question: Question, db: Any, *, few_shot: bool = True) -> list
     if not gold:
         return None
     gold_rows = set(gold.values())
-    first = tools.read_email(next(iter(gold)))
+    try:
+        first = tools.read_email(next(iter(gold)))
+    except ToolError:  # the cited email is dated after the question: no honest trajectory reaches it
+        return None
     found: list[str] = []
     for keywords in _candidates(question.question, f"{first['subject']}\n{first['body']}"):
         hits = tools.search_emails(keywords)
