@@ -14,24 +14,37 @@ multipart (and message/*) mail goes through the full parser.
 from __future__ import annotations
 
 import binascii
+import calendar
 import codecs
 import hashlib
 import html
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import message_from_bytes
 from email.header import decode_header
 from email.message import Message
-from email.parser import BytesHeaderParser
 from email.policy import compat32
-from email.utils import getaddresses, mktime_tz, parsedate_tz
+from email.utils import getaddresses, mktime_tz, parseaddr, parsedate_tz
 from html.parser import HTMLParser
 
-_HEADER_PARSER = BytesHeaderParser(policy=compat32)
 _KEY_HEADERS = ("message-id", "from", "date", "subject", "to")
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+:")
 _WS = re.compile(r"\s+")
+_FIELD = re.compile(r"^([^:\s]+)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.MULTILINE)
+_NOT_FIELD = re.compile(r"^(?![^:\s]+[ \t]*:|[ \t]|$)", re.MULTILINE)
+"""A header-block line that is neither a field nor a continuation: compat32 starts the body there."""
+_PLAIN_LIST = re.compile(r"[\w.+'&=/!#$%*?^`{|}~@-]+(?:\s*,\s*[\w.+'&=/!#$%*?^`{|}~@-]*)*\s*,?")
+_CMU_DATE = re.compile(
+    r"(?:[A-Za-z]{3},\s+)?(\d{1,2})\s+([A-Za-z]{3})\s+(\d{4})\s+(\d{2}):(\d{2}):(\d{2})\s+([+-])(\d{2})(\d{2})\b"
+)
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
+    )
+}
 _SPECIALS = re.compile(r'[<>"()\[\]:;\\]')
 
 
@@ -74,6 +87,8 @@ def decode_header_value(value: str | None) -> str:
     if not value:
         return ""
     value = str(value)
+    if value.isascii() and "=?" not in value:  # the common case, O(1) check
+        return " ".join(value.split())
     if "=?" in value:
         try:
             parts = []
@@ -87,7 +102,7 @@ def decode_header_value(value: str | None) -> str:
             pass
     if _has_surrogates(value):
         value = _decode_bytes(value.encode("utf-8", "surrogateescape"), None)
-    return _WS.sub(" ", value).strip()
+    return " ".join(value.split())
 
 
 def _has_surrogates(text: str) -> bool:
@@ -106,15 +121,19 @@ def parse_addresses(values: list[str] | None) -> list[tuple[str, str]]:
     """
     if not values:
         return []
-    out: list[tuple[str, str]] = []
-    seen: set[str] = set()
     texts = [decode_header_value(v) for v in values]
     joined = ",".join(texts)
-    tokens = [token.strip() for token in joined.split(",")]
-    if _SPECIALS.search(joined) is None and not any(" " in token for token in tokens):
-        pairs = [("", token) for token in tokens]  # plain "a@x, b@y": skip the slow parser
-    else:
-        pairs = getaddresses(texts)
+    if _PLAIN_LIST.fullmatch(joined):  # "a@x, b@y": no names, no quoting
+        return [(a, "") for a in dict.fromkeys(t.strip() for t in joined.lower().split(",")) if a]
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    if '"' in joined or "(" in joined:
+        pairs = getaddresses(texts)  # commas may sit inside quoted names or comments
+    else:  # plain "a@x, Name <b@x>": parse only the tokens that need it
+        pairs = [
+            parseaddr(token) if " " in token or _SPECIALS.search(token) else ("", token)
+            for token in (t.strip() for t in joined.split(","))
+        ]
     for name, address in pairs:
         address = address.strip().strip("'\"").lower()
         if not address or address in seen:
@@ -132,6 +151,17 @@ def parse_date(value: str | None) -> str | None:
     """
     if not value:
         return None
+    match = _CMU_DATE.match(value)
+    if match:  # "Mon, 14 May 2001 16:39:00 -0700 (PDT)": skip the general parser
+        day, month, year, hh, mm, ss, sign, oh, om = match.groups()
+        month_number = _MONTHS.get(month.lower())
+        if month_number and 1 <= int(day) <= 31 and int(hh) < 24 and int(mm) < 60 and int(ss) < 61:
+            offset = (int(oh) * 3600 + int(om) * 60) * (-1 if sign == "-" else 1)
+            yy = int(year)
+            if yy < 100:  # as email.utils does: "0001" is 2001, "0099" is 1999
+                yy += 1900 if yy > 68 else 2000
+            stamp = calendar.timegm((yy, month_number, int(day), int(hh), int(mm), int(ss))) - offset
+            return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
     parsed = parsedate_tz(str(value))
     if parsed is None:
         return None
@@ -244,6 +274,8 @@ def html_to_text(markup: str) -> str:
 
 
 def _normalize_newlines(text: str) -> str:
+    if "\r" not in text:
+        return text
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -285,6 +317,47 @@ def _x_from_name(x_from: str) -> str:
     return "" if "@" in name else name
 
 
+def _parse_headers(head: bytes) -> tuple[dict[str, list[str]], bytes]:
+    """Header fields by lower-case name (values in order, folded lines joined).
+
+    Like ``compat32``: a line that is neither a field nor a continuation ends the headers; it and
+    the lines after it are returned as the start of the body. Bytes outside ASCII are kept as
+    surrogate escapes and decoded later (``decode_header_value``).
+
+    >>> _parse_headers(b"To: a@x,\\r\\n\\tb@x\\r\\nSubject: hi\\r\\n")
+    ({'to': ['a@x, b@x'], 'subject': ['hi']}, b'')
+    """
+    headers: dict[str, list[str]] = {}
+    text = head.decode("ascii", "surrogateescape").replace("\r", "")
+    rest = ""
+    broken = _NOT_FIELD.search(text)
+    if broken:
+        text, rest = text[: broken.start()], text[broken.start() :].strip("\n")
+    for name, value in _FIELD.findall(text):
+        if "\n" in value:
+            value = " ".join(value.split())
+        headers.setdefault(name.lower(), []).append(value.strip())
+    return headers, rest.encode("ascii", "surrogateescape")
+
+
+def _content_type(value: str) -> tuple[str, dict[str, str]]:
+    """``(type/subtype, params)`` of a Content-Type value; ``text/plain`` when missing or broken.
+
+    >>> _content_type('Text/Plain; charset="ISO-8859-1"; format=flowed')
+    ('text/plain', {'charset': 'ISO-8859-1', 'format': 'flowed'})
+    """
+    kind, *parts = value.split(";")
+    kind = kind.strip().lower()
+    if "/" not in kind:
+        kind = "text/plain"
+    params: dict[str, str] = {}
+    for part in parts:
+        key, sep, val = part.partition("=")
+        if sep:
+            params[key.strip().lower()] = val.strip().strip('"')
+    return kind, params
+
+
 def _split_raw(raw: bytes) -> tuple[bytes, bytes]:
     """Split raw bytes into the header block and the body at the first empty line."""
     crlf = raw.find(b"\r\n\r\n")
@@ -301,13 +374,15 @@ def _split_raw(raw: bytes) -> tuple[bytes, bytes]:
 
 
 def content_hash(date: str | None, from_address: str, subject: str, body: str) -> str:
-    """Identity of a message's content: date, sender, subject and whitespace-normalized body.
+    """Identity of a message's content: date, sender, subject and body, ignoring whitespace in the body.
 
     Lotus Notes folders (all_documents, sent, _sent_mail, ...) copy one message under several
     Message-IDs; the copies agree on these four fields.
     """
-    key = "\x1f".join((date or "", from_address, " ".join(subject.split()), " ".join(body.split())))
-    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    head = "\x1f".join((date or "", from_address, " ".join(subject.split()), ""))
+    digest = hashlib.blake2b(head.encode("utf-8", "surrogatepass"), digest_size=16)
+    digest.update(body.encode("utf-8", "surrogatepass").translate(None, b" \t\n\r\x0b\x0c"))
+    return digest.hexdigest()
 
 
 def make_record(
@@ -359,34 +434,40 @@ def parse_message(raw: bytes) -> EmailRecord:
         raise ParseError("binary data (NUL bytes) in the header block")
     if not _HEADER_LINE.match(head):
         raise ParseError("does not start with an RFC 822 header line")
-    headers = _HEADER_PARSER.parsebytes(head)
-    if not any(headers.get(h) for h in _KEY_HEADERS):
+    headers, rest = _parse_headers(head)
+    if not any(h in headers for h in _KEY_HEADERS):
         raise ParseError("no Message-ID, From, Date, Subject or To header")
+    if rest:
+        body_bytes = rest + b"\n" + body_bytes
 
-    content_type = (headers.get("Content-Type") or "text/plain").lower()
+    def first(name: str) -> str:
+        values = headers.get(name)
+        return values[0] if values else ""
+
+    content_type, params = _content_type(first("content-type"))
     if content_type.startswith(("multipart/", "message/")):
         body = _multipart_body(message_from_bytes(raw, policy=compat32))
     else:
-        payload = _transfer_decode(body_bytes, headers.get("Content-Transfer-Encoding") or "")
-        body = _decode_bytes(payload, headers.get_content_charset())
-        if headers.get_content_subtype() == "html":
+        payload = _transfer_decode(body_bytes, first("content-transfer-encoding"))
+        body = _decode_bytes(payload, params.get("charset"))
+        if content_type == "text/html":
             body = html_to_text(body)
 
-    from_pairs = parse_addresses(headers.get_all("From"))
+    from_pairs = parse_addresses(headers.get("from"))
     from_address, from_name = from_pairs[0] if from_pairs else ("", "")
     if not from_name:
-        from_name = _x_from_name(decode_header_value(headers.get("X-From")))
+        from_name = _x_from_name(decode_header_value(first("x-from")))
     return make_record(
-        message_id=decode_header_value(headers.get("Message-ID")),
-        subject=decode_header_value(headers.get("Subject")),
+        message_id=decode_header_value(first("message-id")),
+        subject=decode_header_value(first("subject")),
         from_address=from_address,
         from_name=from_name,
-        date=parse_date(headers.get("Date")),
+        date=parse_date(first("date")),
         body=body,
-        to=parse_addresses(headers.get_all("To")),
-        cc=parse_addresses(headers.get_all("Cc")),
-        bcc=parse_addresses(headers.get_all("Bcc")),
-        origin=decode_header_value(headers.get("X-Origin")),
+        to=parse_addresses(headers.get("to")),
+        cc=parse_addresses(headers.get("cc")),
+        bcc=parse_addresses(headers.get("bcc")),
+        origin=decode_header_value(first("x-origin")),
     )
 
 

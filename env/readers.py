@@ -28,6 +28,7 @@ FORMATS = ("maildir", "eml", "mbox", "csv", "parquet", "jsonl", "tar")
 CONTAINER_FORMATS = frozenset(("mbox", "csv", "parquet", "jsonl", "tar"))
 """Formats whose file holds many messages; the whole file is also recorded as a source."""
 
+_DIGITS = re.compile(r"(\d+)")
 _SKIP_NAMES = frozenset((".DS_Store", "Thumbs.db", "desktop.ini"))
 _MBOX_FROM = re.compile(rb"^From [^\n]*\n", re.MULTILINE)
 _MBOX_QUOTED_FROM = re.compile(rb"^>(>*From )", re.MULTILINE)
@@ -46,6 +47,7 @@ class Item:
     mailbox: str
     folder: str
     size: int
+    """Bytes, or -1 for a file not yet stat-ed (the parsing worker stats it)."""
     mtime: float
     path: str | None = None
     data: bytes | None = None
@@ -110,7 +112,11 @@ def iter_items(path: str | Path, fmt: str | None = None, *, inbox: str | None = 
 
 
 def _natural_key(name: str) -> tuple:
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+    """Sort ``2.`` before ``10.``; CMU message names take the fast path."""
+    stem = name.rstrip(".")
+    if stem.isdigit():
+        return (0, int(stem), name)
+    return (1, tuple(str(t).zfill(12) if t.isdigit() else t for t in _DIGITS.split(name)), name)
 
 
 def _visible(name: str) -> bool:
@@ -150,9 +156,8 @@ def _read_dir(root: Path, fmt: str, inbox: str | None) -> Iterator[Item]:
             for name in sorted(filenames, key=_natural_key):
                 if not _visible(name) or (fmt == "eml" and not name.lower().endswith(".eml")):
                     continue
-                full = os.path.join(dirpath, name)
-                stat = os.stat(full)
-                yield Item(full, inbox or mailbox, folder, stat.st_size, stat.st_mtime, path=full)
+                full = f"{dirpath}/{name}"
+                yield Item(full, inbox or mailbox, folder, -1, -1.0, path=full)
 
 
 # ---------------------------------------------------------------------------------------------

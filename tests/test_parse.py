@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import doctest
+from datetime import UTC, datetime
+from email.utils import mktime_tz, parsedate_tz
 
 import pytest
 
 import env.ingest
 import env.parse
-from env.parse import ParseError, parse_fields, parse_message
+from env.parse import ParseError, parse_date, parse_fields, parse_message
 
 
 def msg(text: str) -> bytes:
@@ -194,6 +196,23 @@ body
     assert r.message_id.endswith("@inboxrl.invalid>")
     assert parse_message(raw).message_id == r.message_id  # stable across runs
     assert parse_message(raw.replace(b"Subject: no date", b"Date: garbage\r\nSubject: no date")).date is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Mon, 14 May 2001 16:39:00 -0700 (PDT)",
+        "Sun, 20 Nov 0001 08:05:56 -0800 (PST)",  # an Enron year that email.utils reads as 2001
+        "Mon, 31 Dec 1979 16:00:00 -0800 (PST)",
+        "1 Feb 2002 23:59:59 +0530",
+        "Tue, 1 May 2001 08:00:00 GMT",
+        "Wed, 02 Oct 2002 13:00:00 EST",
+        "2 Oct 2002 13:00 -0000",
+    ],
+)
+def test_dates_match_email_utils(value: str) -> None:
+    expected = datetime.fromtimestamp(mktime_tz(parsedate_tz(value)), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert parse_date(value) == expected
 
 
 @pytest.mark.parametrize(
