@@ -2,7 +2,7 @@
 
 Chat turns that must show one exact outcome (an answer with a source, an "I don't know") use the
 scripted OpenAI-compatible server: the real tiny model cannot be made to give a chosen answer.
-The chat against the real model is in test_ui_chat_real.py and test_browser.py.
+The chat against the real model (vLLM) is in test_browser.py.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def test_search_result_opens_email_and_gave_up_is_not_an_answer(
     at.chat_input[0].set_value("What is the gas forecast?").run()
     assistant = at.chat_message[1]
     assert texts(assistant, "info") == ["The agent did not find an answer."]
-    assert any("Gas is cheap" in c for c in texts(assistant, "caption"))
+    assert any("Gas is cheap" in t for t in texts(assistant, "text"))
     result = next(b for b in assistant.button if "Gas price forecast" in b.label)
     result.click().run()
     assert any("$5.10 at Henry Hub" in t for t in texts(at.chat_message[1], "text"))

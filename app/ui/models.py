@@ -29,19 +29,24 @@ def model_options(settings: Settings) -> tuple[list[str], str | None]:
 
     The problem is None when the server is up, else a sentence saying how to start it.
     """
-    from env.model import is_healthy, served_models
-
-    names = [settings.model]
-    problem = None
-    if is_healthy(settings.base_url, settings.api_key):
-        names += [m for m in served_models(settings) if m not in names]
-    else:
-        problem = (
-            f"The model server at {settings.base_url} is not answering. Start it with "
-            "`inboxrl model serve` (or `inboxrl demo`), or pick a hosted endpoint in the sidebar."
-        )
+    served, problem = served_or_problem(settings.base_url, settings.api_key)
+    names = [settings.model, *(m for m in served if m != settings.model)]
     names += [r for r in registered_adapters(settings) if r not in names]
     return names, problem
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def served_or_problem(base_url: str, api_key: str) -> tuple[list[str], str | None]:
+    """The models a server lists, or why it cannot be used (cached 10 s: every click reruns the page)."""
+    from env.model import ModelError, served_models
+
+    try:
+        return served_models(Settings(base_url=base_url, api_key=api_key)), None
+    except ModelError:
+        return [], (
+            f"The model server at {base_url} is not answering. Start it with "
+            "`inboxrl model serve` (or `inboxrl demo`), or pick a hosted endpoint in the sidebar."
+        )
 
 
 def registered_adapters(settings: Settings) -> list[str]:

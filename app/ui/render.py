@@ -86,7 +86,8 @@ def render_email(email: dict[str, Any] | None, message_id: str, *, key: str) -> 
             rows += [(k.title(), ", ".join(email.get(k) or [])) for k in ("to", "cc", "bcc") if email.get(k)]
             rows += [("Folder", email.get("folder", "")), ("Message-ID", email.get("message_id", message_id))]
             st.text("\n".join(f"{name + ':':<12}{value}" for name, value in rows))
-            st.text(email.get("body") or "")
+            with st.container(height=360, border=False):
+                st.text(email.get("body") or "")
         if st.button("Close email", key=f"{key}-close", icon=":material/close:"):
             st.session_state.pop(OPEN_EMAIL, None)
             st.rerun()

@@ -62,7 +62,8 @@ def draw_turn(turn: ChatTurn, index: int) -> None:
             st.info("The agent did not find an answer.", icon=":material/help:")
             said = turn.answer if turn.answer is not None else turn.trajectory.get("reply")
             if said:
-                st.caption(f'It said: "{render.escape_markdown(said)}" ({turn.trajectory.get("ended")})')
+                with st.expander(f"What the model said ({turn.trajectory.get('ended')})"):
+                    st.text(said)
         if turn.sources:
             st.caption("Sources")
             for j, message_id in enumerate(turn.sources):
@@ -106,7 +107,12 @@ if question:
             """Draw each tool call and its result as soon as the agent loop reports it."""
             kind = event.get("type")
             with status:
-                if kind == "tool_call":
+                if kind == "model_call":
+                    took = f"model call {event.get('turn', 0) + 1} took {event.get('latency_s', 0):.1f} s"
+                    status.update(label=f"Searching the inbox... ({took})", state="running", expanded=True)
+                elif kind == "retry":
+                    st.caption(f"Retrying the model: {render.escape_markdown(str(event.get('error')))}")
+                elif kind == "tool_call":
                     label = render.call_label(event.get("name", "?"), event.get("arguments"))
                     st.markdown(f":material/build: {render.escape_markdown(label)}")
                 elif kind == "tool_result":
@@ -114,8 +120,6 @@ if question:
                         st.error(event["error"])
                     else:
                         st.text(str(event.get("content") or "")[:600])
-                elif kind == "model_call":
-                    status.update(label=f"Thinking (model call {event.get('turn', '')})...")
 
         turn = run_turn(
             question,

@@ -1,0 +1,134 @@
+"""End to end in a real browser: `inboxrl app` on the default inbox, a real vLLM server, headless Chromium.
+
+Ask a question, see the agent's tool calls and its answer (or its "did not find"), open an email
+behind it, and save a screenshot to tests/artifacts/browser-chat.png.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from env.config import Settings
+from tests.fixtures.model import free_port
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+QUESTION = "What did the emails say about the gas price forecast?"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.vllm,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (make test installs it)"
+    ),
+]
+
+
+def start_app(home: Path, settings: Settings, port: int) -> subprocess.Popen:
+    """`inboxrl app` on ``port``, for the inbox DB in ``home`` and the model at ``settings.base_url``."""
+    env = {
+        **os.environ,
+        "INBOXRL_HOME": str(home),
+        "INBOXRL_BASE_URL": settings.base_url,
+        "INBOXRL_MODEL": settings.model,
+        # a few turns keep the test within minutes on 2 cores, whatever the tiny model does
+        "INBOXRL_MAX_TURNS": "3",
+        "INBOXRL_TIMEOUT_S": "300",
+    }
+    env.pop("INBOXRL_DB", None)
+    inboxrl = Path(sys.executable).with_name("inboxrl")
+    log = (home / "app.log").open("wb")
+    return subprocess.Popen(
+        [str(inboxrl), "app", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+@pytest.fixture
+def app_url(vllm_server: Settings, default_db_path: Path, tmp_path: Path) -> Iterator[str]:
+    """The app, running on a copy of the default inbox, until the test ends."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(default_db_path, home / "inbox.db")
+    port = free_port()
+    proc = start_app(home, vllm_server, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (home / "app.log").read_text()
+            try:
+                if httpx.get(f"{url}/_stcore/health", timeout=2).text == "ok":
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the app did not come up in 60 s"
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_ask_see_tool_calls_and_open_an_email(app_url: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(app_url)
+            box = page.get_by_test_id("stChatInputTextArea")
+            expect(box).to_be_enabled(timeout=60_000)
+            box.fill(QUESTION)
+            box.press("Enter")
+
+            # live: each tool call shows up while the agent is still working
+            turn = page.get_by_test_id("stChatMessage").nth(1)
+            tool_icon = turn.get_by_role("img", name="build icon").first
+            expect(tool_icon).to_be_visible(timeout=180_000)
+            assert turn.get_by_text("· trace ").count() == 0, "no tool call was shown before the turn ended"
+            page.screenshot(path=str(ARTIFACTS / "browser-live.png"), full_page=True)
+            # finished: the turn's caption names its trace, the status counts the tool calls
+            expect(turn.get_by_text("· trace ")).to_be_visible(timeout=600_000)
+            status = turn.get_by_test_id("stExpander").first
+            expect(status.locator("summary").first).to_contain_text(re.compile(r"\d+ tool calls?"))
+            answered = turn.get_by_test_id("stMarkdown").count() > 0
+            no_answer = turn.get_by_text("The agent did not find an answer.").count() > 0
+            assert answered or no_answer
+
+            # open an email: a cited source if the model cited one, else one a search returned
+            sources = page.locator("[class*='st-key-t0-s'] button")
+            if sources.count():
+                sources.first.click()
+            else:
+                status.locator("summary").first.click()
+                result = page.locator("[class*='st-key-t0-c'][class*='-r0'] button").first
+                call = turn.get_by_test_id("stExpander").filter(has=result).last
+                call.locator("summary").click()
+                result.click()
+            expect(turn.get_by_role("button", name="Close email")).to_be_visible(timeout=30_000)
+            expect(turn.get_by_text("From:", exact=False).first).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "browser-chat.png"), full_page=True)
+        finally:
+            browser.close()
