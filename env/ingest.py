@@ -42,7 +42,6 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
-from env.db import open_db
 from env.parse import EmailRecord, ParseError, parse_fields, parse_message
 from env.readers import CONTAINER_FORMATS, Item, detect_format, iter_items
 
@@ -262,6 +261,8 @@ class _Writer:
     """Deduplicates parsed messages and writes them, one transaction per ``flush``."""
 
     def __init__(self, db_path: Path, report: IngestReport) -> None:
+        from env.db import open_db  # here, not at module level: workers import this module, light
+
         self.db = open_db(db_path, create=True)
         self.conn = self.db.conn
         self.conn.execute("PRAGMA synchronous=NORMAL")
@@ -541,7 +542,11 @@ def _exclusive(db_path: Path) -> Iterator[None]:
 
 def _pool(workers: int):
     methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" in methods:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["env.ingest"])  # workers fork with the parser imported, once
+    else:
+        ctx = multiprocessing.get_context("spawn")
     return ctx.Pool(workers)
 
 
