@@ -42,19 +42,20 @@ WORD = re.compile(r"[A-Za-z]{4,}")
 
 
 def sample_queries(db, n: int, seed: int) -> list[dict]:
-    """``n`` queries ``{inbox, query_date, keywords}`` drawn from the DB's own emails."""
+    """``n`` queries ``{inbox, query_date, keywords}`` drawn from the DB's own emails.
+
+    Emails are drawn from a list in (inbox, content_hash) order, so the sample does not depend on
+    the order ingestion happened to write the rows in.
+    """
     rng = random.Random(seed)
-    max_id = db.execute("select max(id) from emails").fetchone()[0]
+    ids = [
+        row[0] for row in db.execute("select id from emails where date > '1990' order by inbox, content_hash")
+    ]
     queries: list[dict] = []
     while len(queries) < n:
-        row = db.execute(
-            "select inbox, date, subject, substr(body, 1, 3000) from emails "
-            "where id >= ? and date is not null order by id limit 1",
-            [rng.randint(1, max_id)],
+        inbox, sent, subject, body = db.execute(
+            "select inbox, date, subject, substr(body, 1, 3000) from emails where id = ?", [rng.choice(ids)]
         ).fetchone()
-        if row is None:
-            continue
-        inbox, sent, subject, body = row
         words = sorted({w.lower() for w in WORD.findall(f"{subject or ''} {body or ''}")} - STOPWORDS)
         if not words:
             continue
