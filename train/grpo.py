@@ -3,9 +3,12 @@
     inboxrl train grpo --preset cpu --name grpo-1                # embedded model, CPU
     inboxrl train grpo --preset cpu --init-adapter sft-1         # start from an SFT warm-start
     inboxrl train grpo --preset gpu --set base_model=Qwen/Qwen2.5-14B-Instruct
-    accelerate launch --config_file <trl>/accelerate_configs/zero2.yaml -m app.cli train grpo --preset gpu
+    accelerate launch --config_file <trl>/accelerate_configs/zero2.yaml $(which inboxrl) \
+        train grpo --preset gpu
 
-Each rollout runs the serving tools and prompt (``train.env``); its reward is ``judge.compute_reward``.
+Multi-GPU: ``accelerate launch`` with TRL's own configs (``trl/accelerate_configs/``: zero1-3,
+fsdp1/2, multi_gpu), never a home-made launcher. Each rollout runs the serving tools and prompt
+(``train.env``); its reward is ``judge.compute_reward``.
 Checkpoints go to ``<runs_dir>/<name>/checkpoints`` every ``save_steps``; rerunning the same
 command resumes from the newest one. Metrics go to ``metrics.jsonl`` and ``training.png``; the
 final adapter to ``adapter/`` (register it with ``train.registry.register_run``).
