@@ -8,6 +8,7 @@ The chat against the real model (vLLM) is in test_browser.py.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,11 @@ def scripted_home(inbox_home: Path, scripted: ScriptedServer, monkeypatch: pytes
     monkeypatch.setenv("INBOXRL_TIMEOUT_S", "5")
     monkeypatch.setenv("INBOXRL_MAX_RETRIES", "0")
     return inbox_home
+
+
+def unescape(markdown: str) -> str:
+    """Markdown text as shown: the app escapes model and email text (``\\$5\\.10`` -> ``$5.10``)."""
+    return re.sub(r"\\(.)", r"\1", markdown)
 
 
 def texts(at: AppTest, kind: str) -> list[str]:
@@ -271,3 +277,68 @@ def test_training_page_shows_registered_runs_and_curves(home: Path, tmp_path: Pa
     assert list(table["run"]) == ["grpo-test"] and list(table["accuracy"]) == [0.25]
     assert [s.value for s in at.subheader] == ["inbox/accuracy", "reward", "reward_std", "grpo-test: plots"]
     assert any("inboxrl retrain" in c.value for c in at.code)
+
+
+# ---------------------------------------------------------------- evaluation runs
+
+
+def test_evaluation_page_compares_real_eval_runs(
+    scripted_home: Path, scripted: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `judge.evaluate` runs (the scripted model answers, the deterministic judge grades) that
+    disagree on both questions: metrics side by side, plots, the disagreement table, trajectories."""
+    from env.config import Settings
+    from judge.evaluate import evaluate
+    from synth_data.questions import Question
+
+    gas = Question(
+        id="q-gas",
+        inbox_address="alice@example.com",
+        question="What is the gas price forecast for May?",
+        answer="$5.10",
+        message_ids=["<m1.alice@example.com>"],
+        query_date="2001-05-01",
+    )
+    offsite = Question(
+        id="q-offsite",
+        inbox_address="alice@example.com",
+        question="Where is the team offsite?",
+        answer="The Houston office",
+        message_ids=[OFFSITE_ID],
+        query_date="2001-05-01",
+    )
+    settings = Settings(concurrency=1)
+    answers = {
+        "base": [("$5.10", ["<m1.alice@example.com>"]), ("I don't know", [])],
+        "tuned": [("I don't know", []), ("The Houston office", [OFFSITE_ID])],
+    }
+    for name, replies in answers.items():
+        for answer, sources in replies:
+            scripted.queue(
+                tool_call("search_emails", {"keywords": ["gas" if "5.10" in answer else "offsite"]}),
+                tool_call("return_final_answer", {"answer": answer, "sources": sources}),
+            )
+        evaluate(
+            [gas, offsite],
+            db_path=scripted_home / "inbox.db",
+            out_dir=scripted_home / "evals" / name,
+            settings=settings,
+            progress=False,
+        )
+    assert scripted.remaining == 0
+
+    at = page("evaluation").run()
+    assert not at.exception
+    assert sorted(at.multiselect[0].value) == ["base", "tuned"]
+    metrics = at.dataframe[0].value
+    assert metrics.loc["accuracy", "base"] == metrics.loc["accuracy", "tuned"] == "0.500"
+    assert [t.label for t in at.tabs] == list(at.multiselect[0].value)
+    captions = [c for image in at.image for c in image.captions]
+    assert any(c.endswith(".png") for c in captions) and len(captions) >= 2  # each run's PNG plots
+    disagreement = at.dataframe[1].value
+    assert sorted(disagreement["question"]) == [gas.question, offsite.question]
+    at.selectbox[0].select_index(at.selectbox[0].options.index(gas.question)).run()
+    assert not at.exception
+    headers = [m.value for m in at.markdown if m.value.startswith("####")]
+    assert sorted(headers) == ["#### base: correct", "#### tuned: abstained"]
+    assert "Answer: $5.10" in [unescape(s) for s in texts(at, "success")]

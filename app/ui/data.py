@@ -111,9 +111,14 @@ class EvalRun:
     summary: dict[str, Any]
     plots: list[Path] = field(default_factory=list)
 
-    def results(self) -> list[dict[str, Any]]:
-        """The per-question rows of results.jsonl (unreadable lines are skipped)."""
-        return read_jsonl(self.path / "results.jsonl")
+    def results(self) -> dict[str, dict[str, Any]]:
+        """The rows of results.jsonl by question id, read only: a line an eval is still writing is
+        skipped (``judge.evaluate.load_results`` would repair the file, racing a running eval)."""
+        return {
+            row["id"]: row
+            for row in read_jsonl(self.path / "results.jsonl")
+            if isinstance(row.get("id"), str)
+        }
 
     def report(self) -> str:
         """report.md, or an empty string."""
@@ -166,45 +171,29 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not (isinstance(value, float) and math.isnan(value))
 
 
-def result_key(row: dict[str, Any]) -> str:
-    """The question a results.jsonl row answers: its question id, else the question text."""
-    question = row.get("question")
-    if isinstance(question, dict):
-        return str(question.get("id") or question.get("question"))
-    return str(row.get("question_id") or row.get("id") or question)
-
-
 def result_verdict(row: dict[str, Any]) -> str:
-    """The judge's verdict of a results.jsonl row (``correct``, ``incorrect``, ``abstained``, or ``?``)."""
-    verdict = row.get("verdict")
-    if isinstance(verdict, dict):
-        verdict = verdict.get("verdict")
-    return str(verdict or "?")
+    """How a results.jsonl row came out: ``correct``, ``abstained``, ``incorrect``, ``no_answer``
+    (the judge's grouping), or ``judge failed``."""
+    from judge.summary import outcome_group
 
-
-def question_text(row: dict[str, Any]) -> str:
-    """The question asked in a results.jsonl row."""
-    question = row.get("question")
-    if isinstance(question, dict):
-        return str(question.get("question", ""))
-    return str(question or "")
+    return outcome_group(row) or "judge failed"
 
 
 def disagreements(runs: list[EvalRun]) -> list[dict[str, Any]]:
-    """Questions answered by every run whose verdicts differ between runs.
+    """Questions asked in every run whose outcomes differ between runs.
 
-    Returns one row per question: ``{"key", "question", <run name>: verdict, ...}``.
+    Returns one row per question: ``{"id", "question", <run name>: outcome, ...}``.
     """
-    by_run = {run.name: {result_key(r): r for r in run.results()} for run in runs}
+    by_run = {run.name: run.results() for run in runs}
     if len(by_run) < 2:
         return []
     shared = set.intersection(*(set(rows) for rows in by_run.values()))
     out = []
     for key in sorted(shared):
-        verdicts = {name: result_verdict(rows[key]) for name, rows in by_run.items()}
-        if len(set(verdicts.values())) > 1:
-            first = next(iter(by_run.values()))[key]
-            out.append({"key": key, "question": question_text(first), **verdicts})
+        outcomes = {name: result_verdict(rows[key]) for name, rows in by_run.items()}
+        if len(set(outcomes.values())) > 1:
+            question = next(iter(by_run.values()))[key].get("question") or {}
+            out.append({"id": key, "question": question.get("question", ""), **outcomes})
     return out
 
 
@@ -227,8 +216,8 @@ def _fmt(value: float | str | None) -> str:
 
 
 def result_row(run: EvalRun, key: str) -> dict[str, Any]:
-    """The results.jsonl row of one question in a run (``{}`` if the run did not ask it)."""
-    return next((row for row in run.results() if result_key(row) == key), {})
+    """The results.jsonl row of question ``key`` in a run (``{}`` if the run did not ask it)."""
+    return run.results().get(key, {})
 
 
 def result_trajectory(row: dict[str, Any]) -> dict[str, Any] | None:

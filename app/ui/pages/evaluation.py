@@ -56,7 +56,7 @@ rows = data.disagreements(selected)
 if not rows:
     st.success("The runs agree on every question they share.", icon=":material/check_circle:")
     st.stop()
-st.dataframe(rows, hide_index=True, width="stretch", column_config={"key": None})
+st.dataframe(rows, hide_index=True, width="stretch", column_config={"id": None})
 picked = st.selectbox(
     "Open a question",
     rows,
@@ -73,7 +73,7 @@ if picked:
         st.caption("No inbox DB here, so the emails behind the tool calls cannot be opened.")
     for column, run in zip(st.columns(len(selected)), selected, strict=True):
         with column:
-            row = data.result_row(run, picked["key"])
+            row = data.result_row(run, picked["id"])
             st.markdown(f"#### {run.name}: {data.result_verdict(row)}")
             trajectory = data.result_trajectory(row)
             if trajectory:
