@@ -3,14 +3,16 @@
 How it works:
 
 1. A reader (``env.readers``) lists the messages under each path with the key of their source.
-   Sources already recorded in ``sources`` with the same size and mtime are skipped, so a rerun
-   resumes where an interrupted one stopped and new mail adds only new messages.
-2. Worker processes parse batches of messages (``env.parse``, compat32 plus our own decoding).
-3. The main process deduplicates within each mailbox, first by Message-ID, then by content hash
-   (Lotus Notes copies of one message under several Message-IDs become one ``emails`` row plus one
-   ``message_ids`` row per copy), and writes emails, recipients, Message-IDs, quarantine and
-   sources in one transaction per batch. The FTS5 index follows through the triggers that
-   ``env.db`` installs, so the DB is consistent after every commit, a crash included.
+   Sources already recorded in ``sources`` with the same size and mtime are skipped (files are
+   stat-ed by the workers), so a rerun resumes where an interrupted one stopped and new mail adds
+   only new messages.
+2. Worker processes (one per CPU) read and parse batches of messages (``env.parse``).
+3. The main process, the only writer, deduplicates within each mailbox, first by Message-ID, then
+   by content hash (Lotus Notes copies of one message under several Message-IDs become one
+   ``emails`` row plus one ``message_ids`` row per copy), and writes emails, recipients,
+   Message-IDs, quarantine and sources in one transaction per ``COMMIT_EVERY`` messages. The same
+   transaction adds the new rows to the FTS5 index (see ``_Writer.flush``), so every committed
+   state is consistent: a crash or Ctrl-C loses at most the uncommitted batch.
 4. At the end (and when interrupted) each touched inbox gets its owner addresses, message count
    and date range recomputed from what is committed.
 
