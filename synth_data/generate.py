@@ -49,7 +49,7 @@ class SynthConfig:
     generator: str = field(
         default="llm", metadata={"help": "llm (any OpenAI-compatible endpoint) or template."}
     )
-    batch_size: int = field(default=20, metadata={"help": "Emails the LLM reads per batch."})
+    batch_size: int = field(default=10, metadata={"help": "Emails the LLM reads per batch."})
     pairs_per_batch: int = field(default=5, metadata={"help": "Answerable pairs asked for per batch."})
     unanswerable_per_batch: int = field(
         default=1, metadata={"help": "Unanswerable questions asked for per batch."}
@@ -62,7 +62,7 @@ class SynthConfig:
         default=1500, metadata={"help": "Email bodies are cut to this many characters."}
     )
     max_prompt_chars: int = field(
-        default=6_000,
+        default=4_500,
         metadata={
             "help": "Email text per prompt: bodies are cut to fit (the embedded model reads 4k tokens)."
         },

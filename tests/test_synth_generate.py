@@ -146,8 +146,8 @@ def test_refused_requests_are_counted_and_skipped(
     kept, report = generate(db, get_inbox(db, "jane-d"), CONFIG, llm=llm, progress=False)
     assert report.counters["llm_rejected"] == 3 and "scripted refusal" in llm.last_rejection
     assert sorted(q.kind for q in kept) == ["unanswerable"] * 3
-    # prompts stay within the budget: 20 emails share 6,000 characters of body text
-    assert SynthConfig().body_chars(20) == 300 and SynthConfig().body_chars(2) == 1500
+    # prompts stay within the budget: 10 emails share 4,500 characters of body text
+    assert SynthConfig().body_chars(10) == 450 and SynthConfig().body_chars(2) == 1500
 
 
 def test_killed_generation_resumes_without_paying_twice(

@@ -66,7 +66,7 @@ def generate(
     api_key: Annotated[
         str | None, typer.Option(help="API key for the endpoint (default: settings.api_key).")
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Emails the LLM reads per batch.")] = 20,
+    batch_size: Annotated[int, typer.Option(help="Emails the LLM reads per batch.")] = 10,
     pairs_per_batch: Annotated[int, typer.Option(help="Answerable pairs asked for per batch.")] = 5,
     unanswerable_per_batch: Annotated[
         int, typer.Option(help="Unanswerable questions asked for per batch.")
@@ -77,7 +77,7 @@ def generate(
     max_body_chars: Annotated[int, typer.Option(help="Cut each email body to this many characters.")] = 1500,
     max_prompt_chars: Annotated[
         int, typer.Option(help="Email text per prompt; keep it within the model's context.")
-    ] = 6_000,
+    ] = 4_500,
     min_realism: Annotated[
         float, typer.Option(help="Drop pairs rated less realistic than this (0-1).")
     ] = 0.4,
