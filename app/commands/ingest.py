@@ -27,29 +27,34 @@ def register(cli: typer.Typer) -> None:
             list[Path] | None,
             typer.Argument(
                 help="Maildir trees, mbox files, .eml folders, emails.csv, Parquet/JSONL or .tar.gz archives"
-                " [default: the shipped default inbox].",
+                " (default: the shipped default inbox).",
                 show_default=False,
             ),
         ] = None,
         db: Annotated[
             Path | None,
-            typer.Option("--db", help="Inbox DB file [default: $INBOXRL_HOME/inbox.db].", show_default=False),
+            typer.Option("--db", help="Inbox DB file (default: $INBOXRL_HOME/inbox.db).", show_default=False),
         ] = None,
         fmt: Annotated[
             str | None,
             typer.Option(
-                "--format", help=f"Reader to use for every PATH: {', '.join(FORMATS)} [default: detect]."
+                "--format",
+                help=f"Reader to use for every PATH: {', '.join(FORMATS)} (default: detected).",
             ),
         ] = None,
         inbox: Annotated[
             str | None,
             typer.Option(
-                "--inbox", help="Put every message into this inbox [default: the mailbox its path names]."
+                "--inbox", help="Put every message into this inbox (default: the mailbox its path names)."
             ),
         ] = None,
         workers: Annotated[
             int | None,
-            typer.Option("--workers", help="Parsing processes [default: one per CPU].", show_default=False),
+            typer.Option(
+                "--workers",
+                help="Parsing processes (default: one per CPU; 1 parses in-process).",
+                show_default=False,
+            ),
         ] = None,
     ) -> None:
         """Ingest mail into the inbox DB (deduplicated; reruns resume and add only new mail)."""
