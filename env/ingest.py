@@ -399,6 +399,7 @@ class _Writer:
     def mark_source(self, path: Path, messages: int) -> None:
         stat = path.stat()
         self.sources.append((str(path), stat.st_size, stat.st_mtime, messages))
+        self.unquarantine.append((str(path),))  # an earlier run may have stopped inside it
 
     def flush(self) -> None:
         """Write everything added since the last flush in one transaction.
@@ -612,9 +613,9 @@ def _ingest_path(
             writer.report.skipped_sources += 1
             return
     bar.start_path(path)
-    batches = (
-        writer.pending_items(chunk) for chunk in _chunks(iter_items(path, path_fmt, inbox=inbox), BATCH_SIZE)
-    )
+    errors: list[str] = []
+    items = _guarded(iter_items(path, path_fmt, inbox=inbox), errors)
+    batches = (writer.pending_items(chunk) for chunk in _chunks(items, BATCH_SIZE))
     seen = 0
     for results in _map_bounded(pool, batches, 2 * workers + 2):
         for result in results:
@@ -623,9 +624,20 @@ def _ingest_path(
         bar.advance(len(results), writer.report)
         if writer.pending >= COMMIT_EVERY:
             writer.flush()
-    if container:
+    if errors:  # what was read is kept; the file stays unfinished, so a repaired copy is read again
+        reason = f"cannot read the rest of this {path_fmt} file: {errors[0]}"
+        writer.add((str(path), inbox or path.name, "", 0, -1.0, None, reason))
+    elif container:
         writer.mark_source(path, seen)
     writer.flush()
+
+
+def _guarded(items: Iterator[Item], errors: list[str]) -> Iterator[Item]:
+    """Stop at a reader error (a truncated archive, a broken CSV) and record it, instead of raising."""
+    try:
+        yield from items
+    except Exception as e:  # the messages read so far are still ingested
+        errors.append(f"{type(e).__name__}: {e}")
 
 
 def _map_bounded(pool, batches: Iterator[list], window: int) -> Iterator[list[_Result]]:

@@ -446,3 +446,25 @@ def test_shared_sample(tmp_path: Path) -> None:
         assert box.addresses[0].split("@")[0].endswith(box.id.split("-")[0]), box
         assert "1999-01-01" < box.first_date < box.last_date < "2003-01-01", box
     _assert_consistent(db_path)
+
+
+def test_truncated_archive_is_quarantined_and_the_run_goes_on(tmp_path: Path) -> None:
+    tree = _tree(tmp_path / "mail")
+    archive = _write_formats(tmp_path, tree)["tar"]
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    (tmp_path / "more").mkdir()
+    mbox = _write_formats(tmp_path / "more", tree)["mbox"]
+    db_path = tmp_path / "inbox.db"
+    report = ingest([truncated, mbox], db_path, progress=False, workers=1)
+    assert report.quarantined >= 1
+    reasons = dict(open_db(db_path).execute("select source, reason from quarantine").fetchall())
+    assert "cannot read the rest of this tar file" in reasons[str(truncated)]
+    assert {"doe"} <= {b.id for b in list_inboxes(open_db(db_path))}  # the next path was still read
+    # the archive is not marked finished: a repaired copy is read again
+    truncated.write_bytes(archive.read_bytes())
+    again = ingest([truncated], db_path, progress=False, workers=1)
+    assert again.ingested >= 1
+    assert str(truncated) not in dict(
+        open_db(db_path).execute("select source, reason from quarantine").fetchall()
+    )
