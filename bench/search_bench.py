@@ -175,7 +175,7 @@ def run(db_path: Path, n: int, seed: int, warmup: int, max_results: int, baselin
             assert found["search_emails"] == found["without_inbox_token"], q
         if i >= warmup:
             hits.append(len(found["search_emails"]))
-            slowest.append((latencies["search_emails"][-1], q))
+            slowest.append((cpu["search_emails"][-1], latencies["search_emails"][-1], q))
     slowest.sort(key=lambda item: -item[0])
     tools = InboxTools(db, next(iter(inboxes.values())), date(2001, 5, 1))
     sql, params = tools.search_sql(["gas", "price"], max_results=max_results)
@@ -193,7 +193,7 @@ def run(db_path: Path, n: int, seed: int, warmup: int, max_results: int, baselin
         **{f"{name}_cpu": summarize(values) for name, values in cpu.items()},
         "empty_results": sum(1 for h in hits if h == 0),
         "mean_results": round(statistics.fmean(hits), 2),
-        "slowest": [{"ms": round(ms, 2), **q} for ms, q in slowest[:5]],
+        "slowest_cpu": [{"cpu_ms": round(c, 2), "wall_ms": round(w, 2), **q} for c, w, q in slowest[:5]],
         "plan": plan,
     }
 
