@@ -37,8 +37,10 @@ that support it.
 Answer only from the emails. Never guess. If you cannot find the answer, call \
 return_final_answer with the answer "{i_dont_know}" and no sources."""
 
-EXAMPLE_QUESTION = "Did the vendor confirm the delivery date for the new office printers?"
-EXAMPLE_CALL = {"name": "search_emails", "arguments": {"keywords": ["printers", "delivery"]}}
+# Measured on SmolLM2-135M (first tool call on default questions): with a printers/delivery example
+# 6-7 of 10 calls copied its keywords; with this one 2 of 10 (8 of 20 on a wider sample).
+EXAMPLE_QUESTION = "How much did Dana budget for the team offsite in March?"
+EXAMPLE_CALL = {"name": "search_emails", "arguments": {"keywords": ["budget", "offsite"]}}
 
 
 def build_messages(
