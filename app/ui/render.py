@@ -86,8 +86,12 @@ def render_email(email: dict[str, Any] | None, message_id: str, *, key: str) -> 
             rows += [(k.title(), ", ".join(email.get(k) or [])) for k in ("to", "cc", "bcc") if email.get(k)]
             rows += [("Folder", email.get("folder", "")), ("Message-ID", email.get("message_id", message_id))]
             st.text("\n".join(f"{name + ':':<12}{value}" for name, value in rows))
-            with st.container(height=360, border=False):
-                st.text(email.get("body") or "")
+            body = email.get("body") or ""
+            # a long body scrolls inside the panel instead of pushing the chat away
+            with st.container(
+                height=400 if body.count("\n") > 20 or len(body) > 2000 else "content", border=False
+            ):
+                st.text(body)
         if st.button("Close email", key=f"{key}-close", icon=":material/close:"):
             st.session_state.pop(OPEN_EMAIL, None)
             st.rerun()
