@@ -121,8 +121,9 @@ def prepare_embedded_model(settings: Settings, *, progress: bool = True) -> Path
         if is_prepared(target):
             return target
         gguf = embedded_gguf()
+        for stale in settings.models_dir.glob(f".{target.name}.tmp-*"):  # left by a killed conversion
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
         start = time.monotonic()
         with _spinner(f"Converting {gguf.name} into {target} (about 30 s)", progress):
             try:
@@ -135,7 +136,7 @@ def prepare_embedded_model(settings: Settings, *, progress: bool = True) -> Path
                     "seconds": round(time.monotonic() - start, 1),
                 }
                 (tmp / PREPARED_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-                if target.exists():  # an incomplete folder from an older, interrupted layout
+                if target.exists():  # a folder without our marker: not a complete conversion
                     shutil.rmtree(target)
                 os.replace(tmp, target)
             finally:
