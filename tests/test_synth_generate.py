@@ -7,6 +7,7 @@ the pipeline (drop reasons, cache, resume), not the model. The ``vllm`` test run
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import openai
 import pytest
 
@@ -22,8 +24,16 @@ from env.db import get_inbox, open_db
 from env.model import make_client
 from synth_data import ground
 from synth_data.generate import SynthConfig, generate, write_outputs
-from synth_data.llm import LLM, ResponseCache
+from synth_data.llm import (
+    LLM,
+    QUOTE_SCHEMA,
+    ResponseCache,
+    pairs_schema,
+    quote_request,
+    unanswerable_schema,
+)
 from synth_data.questions import load_questions
+from synth_data.sample import load_emails
 
 _EMAIL = re.compile(r"\[(\d+)\]\nFrom: (.*)\n(?:.*\n)*?Subject: (.*)\n")
 
@@ -150,6 +160,27 @@ def test_refused_requests_are_counted_and_skipped(
     assert SynthConfig().body_chars(10) == 450 and SynthConfig().body_chars(2) == 1500
 
 
+def test_schema_goes_as_response_format_unless_switched_off(tmp_path: Path, function_server) -> None:
+    seen: list[dict] = []
+    server = function_server(lambda request: seen.append(request) or '{"supported": true}')
+    messages = [{"role": "user", "content": "Reply with JSON."}]
+
+    async def ask(structured: bool) -> object:
+        llm = _llm(server.base_url, tmp_path / f"{structured}.db", structured=structured)
+        try:
+            return await llm.ask(messages, QUOTE_SCHEMA, "support_quote")
+        finally:
+            await llm.client.close()
+
+    assert asyncio.run(ask(True)) == {"supported": True}
+    assert seen[0]["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "support_quote", "schema": QUOTE_SCHEMA, "strict": True},
+    }
+    assert asyncio.run(ask(False)) == {"supported": True}
+    assert "response_format" not in seen[1]
+
+
 def test_killed_generation_resumes_without_paying_twice(
     synth_db_path: Path, tmp_path: Path, function_server
 ) -> None:
@@ -217,9 +248,9 @@ def test_embedded_model_end_to_end(vllm_server: Settings, synth_db_path: Path, t
     config = SynthConfig(
         n=5, batch_size=3, pairs_per_batch=1, unanswerable_per_batch=1, max_batches=2, max_body_chars=300
     )
-    client = make_client(vllm_server).with_options(max_retries=2)
 
-    def llm() -> LLM:
+    def llm() -> LLM:  # a fresh client each time: generate() closes the one it was given
+        client = make_client(vllm_server).with_options(max_retries=2)
         cache = ResponseCache(tmp_path / "cache.db")
         return LLM(client, vllm_server.model, cache, max_tokens=300, temperature=0.0)
 
@@ -241,3 +272,31 @@ def test_embedded_model_end_to_end(vllm_server: Settings, synth_db_path: Path, t
     # a rerun is served from the cache
     again, report2 = generate(db, inbox, config, llm=llm(), concurrency=1, progress=False)
     assert report2.counters["llm_calls"] == 0 and [q.id for q in again] == [q.id for q in kept]
+
+    # the second pass (quote the support) also answers on its schema; whatever it quotes is checked
+    emails = load_emails(db, inbox.id)
+    storage = [e for e in emails if e.message_id == "<5.jane@thyme>"]
+    messages, schema = quote_request("When does the Tenaska storage contract renew?", "June 1", storage, 300)
+    checker = llm()
+
+    async def check_once() -> object:
+        try:
+            return await checker.ask(messages, schema, "support_quote")
+        finally:
+            await checker.client.close()
+
+    verdict = asyncio.run(check_once())
+    assert isinstance(verdict, dict)
+    print(f"embedded model quote check: {verdict}")
+
+    # every reply the model gave matches the JSON schema it was asked for
+    cache = ResponseCache(tmp_path / "cache.db")
+    replies = [json.loads(row[0]) for row in cache._conn.execute("select content from responses")]
+    assert len(replies) == summary["llm_calls"] + 1
+    for reply in replies:
+        if "pairs" in reply:
+            jsonschema.validate(reply, pairs_schema(config.batch_size, config.pairs_per_batch))
+        elif "questions" in reply:
+            jsonschema.validate(reply, unanswerable_schema(config.unanswerable_per_batch))
+        else:
+            jsonschema.validate(reply, QUOTE_SCHEMA)
