@@ -176,16 +176,21 @@ def _examples() -> ground.Deduper:
     return examples
 
 
+def _as_list(value: Any) -> list:
+    """``value`` when it is a list, else empty: model output is untrusted."""
+    return value if isinstance(value, list) else []
+
+
 def _answerable_candidates(data: Any, batch: Batch, inbox: Inbox) -> list[Candidate]:
     out = []
-    for item in (data or {}).get("pairs") or []:
+    for item in _as_list((data or {}).get("pairs")):
         q_text = item.get("question") if isinstance(item, dict) else None
         answer = item.get("answer") if isinstance(item, dict) else None
         sources = item.get("sources") if isinstance(item, dict) else None
         if not (isinstance(q_text, str) and q_text.strip() and isinstance(answer, str) and answer.strip()):
             out.append(Candidate(None, batch.index, drop="malformed"))
             continue
-        picked = sorted({s for s in sources or [] if isinstance(s, int) and 1 <= s <= len(batch.emails)})
+        picked = sorted({s for s in _as_list(sources) if type(s) is int and 1 <= s <= len(batch.emails)})
         if not picked:
             out.append(Candidate(None, batch.index, drop="bad_sources"))
             continue
@@ -212,7 +217,7 @@ def _answerable_candidates(data: Any, batch: Batch, inbox: Inbox) -> list[Candid
 def _unanswerable_candidates(data: Any, batch: Batch, inbox: Inbox) -> list[Candidate]:
     out = []
     newest = max(e.day for e in batch.emails)
-    for item in (data or {}).get("questions") or []:
+    for item in _as_list((data or {}).get("questions")):
         q_text = item.get("question") if isinstance(item, dict) else None
         terms = item.get("key_terms") if isinstance(item, dict) else None
         if not (isinstance(q_text, str) and q_text.strip()):
@@ -232,7 +237,7 @@ def _unanswerable_candidates(data: Any, batch: Batch, inbox: Inbox) -> list[Cand
             how_realistic=_clean_float(item.get("how_realistic")),
             generator="llm",
         )
-        key_terms = [t for t in terms or [] if isinstance(t, str)]
+        key_terms = [t for t in _as_list(terms) if isinstance(t, str)]
         drop = "copied_example" if _examples().seen(q.question) else None
         out.append(Candidate(q, batch.index, key_terms=key_terms, drop=drop))
     return out

@@ -160,6 +160,35 @@ def test_refused_requests_are_counted_and_skipped(
     assert SynthConfig().body_chars(10) == 450 and SynthConfig().body_chars(2) == 1500
 
 
+def test_malformed_model_output_is_dropped_not_raised(
+    synth_db_path: Path, tmp_path: Path, function_server
+) -> None:
+    def hostile(request: dict) -> str:
+        prompt = request["messages"][-1]["content"]
+        if "NONE of these emails" in prompt:
+            return json.dumps({"questions": "not a list"})
+        if "Proposed answer:" in prompt:
+            return "no JSON at all"
+        return json.dumps(
+            {
+                "pairs": [
+                    {"question": "Who sent the Malin basis curve?", "answer": "Mike", "sources": 1},
+                    {"question": "Who?", "answer": "Kim", "sources": [True, "2", {"a": 1}]},
+                    {"question": "What about the Malin basis curve?", "answer": "45 cents", "sources": [1]},
+                    ["not", "an", "object"],
+                ]
+            }
+        )
+
+    server = function_server(hostile)
+    db = open_db(synth_db_path)
+    config = SynthConfig(n=5, batch_size=5, max_batches=1)
+    kept, report = generate(db, get_inbox(db, "jane-d"), config, llm=_llm(server.base_url, tmp_path / "c.db"))
+    assert kept == []
+    assert report.to_dict()["dropped"] == {"bad_sources": 2, "checker_failed": 1, "malformed": 1}
+    assert report.counters["invalid_json"] == 1
+
+
 def test_schema_goes_as_response_format_unless_switched_off(tmp_path: Path, function_server) -> None:
     seen: list[dict] = []
     server = function_server(lambda request: seen.append(request) or '{"supported": true}')
