@@ -160,26 +160,28 @@ def test_refused_requests_are_counted_and_skipped(
     assert SynthConfig().body_chars(10) == 450 and SynthConfig().body_chars(2) == 1500
 
 
+def hostile(request: dict) -> str:
+    """A writer whose every reply is malformed in some way."""
+    prompt = request["messages"][-1]["content"]
+    if "NONE of these emails" in prompt:
+        return json.dumps({"questions": "not a list"})
+    if "Proposed answer:" in prompt:
+        return "no JSON at all"
+    return json.dumps(
+        {
+            "pairs": [
+                {"question": "Who sent the Malin basis curve?", "answer": "Mike", "sources": 1},
+                {"question": "Who?", "answer": "Kim", "sources": [True, "2", {"a": 1}]},
+                {"question": "What about the Malin basis curve?", "answer": "45 cents", "sources": [1]},
+                ["not", "an", "object"],
+            ]
+        }
+    )
+
+
 def test_malformed_model_output_is_dropped_not_raised(
     synth_db_path: Path, tmp_path: Path, function_server
 ) -> None:
-    def hostile(request: dict) -> str:
-        prompt = request["messages"][-1]["content"]
-        if "NONE of these emails" in prompt:
-            return json.dumps({"questions": "not a list"})
-        if "Proposed answer:" in prompt:
-            return "no JSON at all"
-        return json.dumps(
-            {
-                "pairs": [
-                    {"question": "Who sent the Malin basis curve?", "answer": "Mike", "sources": 1},
-                    {"question": "Who?", "answer": "Kim", "sources": [True, "2", {"a": 1}]},
-                    {"question": "What about the Malin basis curve?", "answer": "45 cents", "sources": [1]},
-                    ["not", "an", "object"],
-                ]
-            }
-        )
-
     server = function_server(hostile)
     db = open_db(synth_db_path)
     config = SynthConfig(n=5, batch_size=5, max_batches=1)
@@ -187,6 +189,23 @@ def test_malformed_model_output_is_dropped_not_raised(
     assert kept == []
     assert report.to_dict()["dropped"] == {"bad_sources": 2, "checker_failed": 1, "malformed": 1}
     assert report.counters["invalid_json"] == 1
+
+
+def test_cli_explains_when_no_pair_survives(synth_db_path: Path, tmp_path: Path, function_server) -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    server = function_server(hostile)
+    args = ["synth", "--db", str(synth_db_path), "--inbox", "jane-d", "--n", "2", "--generator", "llm"]
+    args += ["--base-url", server.base_url, "--model", "scripted", "--max-batches", "1", "--no-progress"]
+    args += ["--out", str(tmp_path / "x.jsonl"), "--cache", str(tmp_path / "c.db")]
+    result = CliRunner(env={"INBOXRL_HOME": str(tmp_path)}).invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert (
+        "Wrote 0 pairs" in result.output and "No pair written by scripted passed the checks" in result.output
+    )
+    assert load_questions(tmp_path / "x.jsonl") == []
 
 
 def test_schema_goes_as_response_format_unless_switched_off(tmp_path: Path, function_server) -> None:

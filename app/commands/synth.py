@@ -195,6 +195,14 @@ def generate(
     report_file = write_outputs(out, questions, merged, config)
     _table(f"synth: {', '.join(b.id for b in inboxes)} ({generator})", _report_rows(merged.to_dict()))
     typer.echo(f"Wrote {len(questions)} pairs to {out} (report: {report_file})")
+    if generator == "llm" and merged.generated and not merged.kept:
+        typer.secho(
+            f"No pair written by {model} passed the checks (see the drop reasons above). A small model"
+            " like the embedded one rarely writes grounded pairs: point --base-url/--model at a larger"
+            " one, or use --generator template for factual pairs without an LLM.",
+            fg="yellow",
+            err=True,
+        )
 
 
 @app.command("check")
