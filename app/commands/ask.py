@@ -152,6 +152,9 @@ def ask(
         int | None,
         typer.Option("--max-turns", help="Model calls allowed (default: INBOXRL_MAX_TURNS or 10)."),
     ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option("--max-tokens", help="Completion tokens per model call (default: 512).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole trajectory as JSON.")] = False,
 ) -> None:
     """Ask the agent a question about one inbox: prints its tool calls, answer and sources."""
@@ -178,6 +181,7 @@ def ask(
         settings=settings,
         tracer=tracer,
         max_turns=max_turns,
+        max_tokens=max_tokens,
         on_event=None if as_json else _live_printer(console),
     )
     tracer.flush()
