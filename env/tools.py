@@ -49,6 +49,7 @@ MAX_RESULTS = 50  # search_emails returns at most this many emails
 MAX_KEYWORDS = 20
 MAX_ARG_CHARS = 200  # per keyword, address filter or message id
 SNIPPET_TOKENS = 24
+MAX_BODY_CHARS = 20_000  # read_email's default cap on a body (about 5,000 tokens)
 # FTS5's snippet() tokenizes the whole body (here ~0.15 ms per 1,000 characters, 200 ms for the
 # 1.4 MB Enron outlier): longer bodies get a snippet built around the first keyword by _long_snippet.
 SNIPPET_MAX_CHARS = 20_000
@@ -84,7 +85,11 @@ class ToolResult:
 
 
 def make_tools(
-    db: sqlite_utils.Database | str | Path, inbox: str | Inbox, query_date: date | str | None
+    db: sqlite_utils.Database | str | Path,
+    inbox: str | Inbox,
+    query_date: date | str | None,
+    *,
+    max_body_chars: int | None = MAX_BODY_CHARS,
 ) -> InboxTools:
     """Tools bound to one inbox and one question date.
 
@@ -93,6 +98,8 @@ def make_tools(
         raises :class:`~env.db.NoInbox` when the DB has no such inbox.
     :param query_date: the question's date (``date`` or ``"YYYY-MM-DD"``): emails dated after the
         end of that day (UTC), or with no date, are invisible. ``None`` shows every email.
+    :param max_body_chars: ``read_email`` shows at most this many characters of a body, then says
+        how many it left out (one Enron body is 1.4 MB: no model context holds it). ``None``: all.
     """
     if not isinstance(db, sqlite_utils.Database):
         db = open_db(db)
@@ -103,7 +110,7 @@ def make_tools(
         )
     if not isinstance(inbox, Inbox):
         inbox = get_inbox(db, inbox)
-    return InboxTools(db, inbox, _as_date(query_date))
+    return InboxTools(db, inbox, _as_date(query_date), max_body_chars=max_body_chars)
 
 
 def _as_date(value: date | str | None) -> date | None:
@@ -121,10 +128,18 @@ def _as_date(value: date | str | None) -> date | None:
 class InboxTools:
     """``search_emails``, ``read_email`` and ``return_final_answer`` over one inbox up to one date."""
 
-    def __init__(self, db: sqlite_utils.Database, inbox: Inbox, query_date: date | None) -> None:
+    def __init__(
+        self,
+        db: sqlite_utils.Database,
+        inbox: Inbox,
+        query_date: date | None,
+        *,
+        max_body_chars: int | None = MAX_BODY_CHARS,
+    ) -> None:
         self.db = db
         self.inbox = inbox
         self.query_date = query_date
+        self.max_body_chars = max_body_chars
         # Emails dated before this instant are visible (exclusive bound: the day after query_date).
         self.until = _iso(query_date + timedelta(days=1)) if query_date else None
 
@@ -210,8 +225,15 @@ class InboxTools:
             "date": sent,
             **recipients,
             "folder": folder,
-            "body": body,
+            "body": self._shown(body or ""),
         }
+
+    def _shown(self, body: str) -> str:
+        """``body`` cut to ``max_body_chars``, saying how much was left out."""
+        if self.max_body_chars is None or len(body) <= self.max_body_chars:
+            return body
+        left_out = len(body) - self.max_body_chars
+        return f"{body[: self.max_body_chars]}\n[... {left_out:,} more characters of this email not shown]"
 
     def return_final_answer(self, answer: str, sources: list[str]) -> dict:
         """Give the final answer to the user's question; this ends the conversation.

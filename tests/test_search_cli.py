@@ -81,6 +81,8 @@ def test_read_shows_the_whole_email(base):
     assert result.output.rstrip().endswith("Gas storage is low.")
     as_json = json.loads(run("read", *base, "--inbox", "alice-a", "--json", "<m1.alice@example.com>").output)
     assert as_json["bcc"] == ["dave@example.com"]
+    full = run("read", *base, "--inbox", "alice-a", "--full", "<m1.alice@example.com>")
+    assert full.exit_code == 0 and full.output.rstrip().endswith("Gas storage is low.")
 
 
 @pytest.mark.parametrize(

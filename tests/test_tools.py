@@ -92,7 +92,7 @@ def test_search_result_fields_and_highlighted_snippet(alice):
     assert "**Henry Hub**" in hit["snippet"]
 
 
-def test_very_long_bodies_get_a_marked_snippet(tmp_path):
+def test_very_long_bodies_get_a_marked_snippet_and_are_cut_when_read(tmp_path):
     db = open_db(build_tools_db(tmp_path / "long.db"))
     filler = "lorem ipsum dolor sit amet " * 2000  # 54,000 characters
     body = filler + "The Quarterly AARDVARK forecasts are attached. " + filler
@@ -105,6 +105,12 @@ def test_very_long_bodies_get_a_marked_snippet(tmp_path):
     assert hit["snippet"].startswith("… ") and hit["snippet"].endswith(" …")
     assert "The Quarterly **AARDVARK** **forecasts** are attached." in hit["snippet"]
     assert len(hit["snippet"]) < 300
+    email = make_tools(db, "alice-a", None, max_body_chars=100).read_email("<long>")
+    assert (
+        email["body"] == body[:100] + f"\n[... {len(body) - 100:,} more characters of this email not shown]"
+    )
+    assert make_tools(db, "alice-a", None, max_body_chars=None).read_email("<long>")["body"] == body
+    assert len(make_tools(db, "alice-a", None).read_email("<long>")["body"]) < 20_100
     db["emails"].insert(
         {"id": 51, "inbox": "alice-a", "message_id": "<empty>", "subject": "Zeppelin", "body": None}
     )

@@ -45,7 +45,7 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-def _tools(db_path: Path | None, inbox: str, query_date: str | None) -> InboxTools:
+def _tools(db_path: Path | None, inbox: str, query_date: str | None, **options: int | None) -> InboxTools:
     """Open the DB and bind the tools, turning set-up problems into errors that name the next step."""
     path = db_path or Settings().db_path
     try:
@@ -60,7 +60,7 @@ def _tools(db_path: Path | None, inbox: str, query_date: str | None) -> InboxToo
     if not is_inbox_db:
         _fail(f"{path} is not an inbox DB; create one with: inboxrl ingest PATH --db {path}")
     try:
-        return make_tools(db, inbox, query_date)
+        return make_tools(db, inbox, query_date, **options)
     except NoInbox as e:
         _fail(f"{e}. Pass one of them with --inbox.")
     except ValueError as e:  # a bad --date, or a DB to upgrade: the message says what to do
@@ -132,9 +132,10 @@ def read(
     db: DbOption = None,
     query_date: DateOption = None,
     as_json: JsonOption = False,
+    full: Annotated[bool, typer.Option("--full", help="Show the whole body, however long.")] = False,
 ) -> None:
     """Show one email with its to/cc/bcc, exactly as the agent's read_email tool does."""
-    tools = _tools(db, inbox, query_date)
+    tools = _tools(db, inbox, query_date, **({"max_body_chars": None} if full else {}))
     try:
         email = tools.read_email(message_id)
     except ToolError as e:
