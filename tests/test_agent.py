@@ -108,6 +108,15 @@ def test_build_messages_has_owner_date_rules_and_one_shot_example(db_path: Path)
     ]
 
 
+def test_prompt_doctests() -> None:
+    import doctest
+
+    import env.prompt
+
+    result = doctest.testmod(env.prompt)
+    assert result.attempted > 0 and result.failed == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Normal rollouts
 
