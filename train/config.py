@@ -371,7 +371,7 @@ SFT_PRESETS: dict[str, dict[str, Any]] = {
         "device": "cpu",
         "batch_size": 1,
         "max_steps": 2,
-        "max_length": 1536,
+        "max_length": 2048,
         "save_steps": 1,
         "max_questions": 4,
     },
