@@ -187,6 +187,7 @@ class InboxTools:
                     [self.inbox.id, hit["message_id"]],
                 ).fetchone()
                 hit["snippet"] = _long_snippet(body or "", phrases)
+            hit["snippet"] = " ".join(hit["snippet"].split())  # line breaks and indents cost tokens
         return hits
 
     def read_email(self, message_id: str) -> dict:

@@ -117,6 +117,11 @@ def test_very_long_bodies_get_a_marked_snippet_and_are_cut_when_read(tmp_path):
     db["message_ids"].insert({"inbox": "alice-a", "message_id": "<empty>", "email_id": 51})
     [hit] = make_tools(db, "alice-a", None).search_emails(["zeppelin"])
     assert hit["snippet"] == "**Zeppelin**"
+    body = "Line one about the walrus.\n\n    Indented   line,\tthen a tab."
+    db["emails"].insert({"id": 52, "inbox": "alice-a", "message_id": "<ws>", "subject": "ws", "body": body})
+    db["message_ids"].insert({"inbox": "alice-a", "message_id": "<ws>", "email_id": 52})
+    [hit] = make_tools(db, "alice-a", None).search_emails(["walrus"])
+    assert hit["snippet"] == "Line one about the **walrus**. Indented line, then a tab."
 
 
 def test_keywords_are_stemmed_and_case_insensitive(alice):
