@@ -32,7 +32,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-QUESTION = "What did the emails say about the gas price forecast?"
+QUESTION = "Find emails about the gas report."  # the embedded model searches for "gas" here
 
 pytestmark = [
     pytest.mark.browser,
