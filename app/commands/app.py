@@ -92,12 +92,13 @@ def step(title: str) -> Iterator[None]:
 
 def ensure_default_inbox(settings: Settings) -> str:
     """Ingest the shipped default inbox unless the DB already holds mail; returns what happened."""
+    from env.db import list_inboxes, open_db
     from env.ingest import default_inbox_archive, ingest
 
-    from env.db import list_inboxes, open_db
-
     if settings.db_path.exists():
-        inboxes = [i for i in list_inboxes(open_db(settings.db_path)) if i.message_count]
+        db = open_db(settings.db_path)
+        inboxes = [i for i in list_inboxes(db) if i.message_count]
+        db.close()
         if inboxes:
             return f"{settings.db_path} already holds {', '.join(i.id for i in inboxes)}"
     report = ingest([default_inbox_archive()], settings.db_path)
