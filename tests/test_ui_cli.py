@@ -50,7 +50,10 @@ def test_streamlit_command_is_headless_local_and_without_telemetry() -> None:
     assert flags["--browser.gatherUsageStats"] == "false"
 
 
-def test_app_command_serves_on_localhost(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGINT, 0), (signal.SIGTERM, 143)])
+def test_app_command_serves_on_localhost_and_stops_streamlit(
+    tmp_path: Path, stop: signal.Signals, code: int
+) -> None:
     port = free_port()
     env = {**os.environ, "INBOXRL_HOME": str(tmp_path)}
     proc = subprocess.Popen(
@@ -64,8 +67,10 @@ def test_app_command_serves_on_localhost(tmp_path: Path) -> None:
         lines = wait_for_line(proc, "InboxRL is ready at", 60)
         assert f"http://127.0.0.1:{port}" in lines[-1]
         assert httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=5).text == "ok"
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 0
+        proc.send_signal(stop)  # Ctrl-C, or `kill` / `docker stop`
+        assert proc.wait(timeout=20) == code
+        with pytest.raises(httpx.ConnectError):  # Streamlit went down with it
+            httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=5)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -60,6 +61,8 @@ def wait_for_app(url: str, proc: subprocess.Popen, timeout_s: float = 60.0) -> N
 def run_app(host: str, port: int, *, started: float | None = None) -> int:
     """Serve the app in the foreground until Ctrl-C; print its URL once it answers."""
     env = {**os.environ, **OFFLINE_ENV, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    # `docker stop` and `kill` send SIGTERM: exit through the `finally` below so Streamlit stops too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     proc = subprocess.Popen(streamlit_command(port, host), env=env)
     url = app_url(host, port)
     try:
