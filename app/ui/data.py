@@ -197,12 +197,32 @@ def disagreements(runs: list[EvalRun]) -> list[dict[str, Any]]:
     return out
 
 
+#: The eval metrics that lead the side-by-side table (then everything else in summary.json).
+HEADLINE_METRICS = (
+    "accuracy",
+    "hallucination_rate",
+    "abstention_rate",
+    "no_answer_rate",
+    "answer_precision",
+    "reward_mean",
+    "source_precision",
+    "source_recall",
+    "avg_turns",
+    "avg_tool_calls",
+    "latency_p50_s",
+    "latency_p95_s",
+    "avg_tokens",
+    "n",
+)
+
+
 def metrics_table(runs: list[EvalRun]) -> Any:
     """Summary metrics side by side: one row per metric, one column per run (values as text)."""
     import pandas as pd
 
     columns = {run.name: summary_metrics(run.summary) for run in runs}
-    metrics = list(dict.fromkeys(k for flat in columns.values() for k in flat))
+    seen = list(dict.fromkeys(k for flat in columns.values() for k in flat))
+    metrics = [k for k in HEADLINE_METRICS if k in seen] + [k for k in seen if k not in HEADLINE_METRICS]
     table = {name: [_fmt(flat.get(metric)) for metric in metrics] for name, flat in columns.items()}
     return pd.DataFrame(table, index=pd.Index(metrics, name="metric"))
 
