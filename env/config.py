@@ -11,7 +11,12 @@ import os
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 EMBEDDED_MODEL_NAME = "smollm2-135m"
 
@@ -30,7 +35,9 @@ class Settings(BaseSettings):
     db: Path | None = Field(None, description="Inbox DB; default <home>/inbox.db.")
 
     # > The agent's model endpoint (any OpenAI-compatible server).
-    base_url: str = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible base URL of the agent model.")
+    base_url: str = Field(
+        "http://127.0.0.1:8000/v1", description="OpenAI-compatible base URL of the agent model."
+    )
     model: str = Field(EMBEDDED_MODEL_NAME, description="Model (or served LoRA adapter) name at base_url.")
     api_key: str = Field("EMPTY", description="API key for base_url (vLLM accepts any).")
     timeout_s: float = Field(120.0, description="Per-request timeout in seconds.")
@@ -48,7 +55,9 @@ class Settings(BaseSettings):
     serve_host: str = Field("127.0.0.1", description="Host the local vLLM server binds to.")
     serve_port: int = Field(8000, description="Port of the local vLLM server.")
     serve_max_model_len: int = Field(4096, description="vLLM --max-model-len for the local server.")
-    serve_start_timeout_s: float = Field(600.0, description="How long to wait for the server to become healthy.")
+    serve_start_timeout_s: float = Field(
+        600.0, description="How long to wait for the server to become healthy."
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,123 @@
+"""`inboxrl retrain` end to end on CPU, on a small maildir that is not part of the default inbox.
+
+Ingest -> template QA -> split -> SFT (1 step) -> GRPO (1 step) -> eval of base vs new adapter on the
+real vLLM server -> register only if not worse (and load it into the server). Rerunning resumes:
+finished stages are skipped, and a stage whose record is removed runs again.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from env.config import Settings
+from train.registry import list_runs
+from train.retrain import STAGES, STATE_FILE
+
+pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.timeout(3600)]
+
+OWNER = "dana.reyes@example.org"
+SENDERS = [
+    ("Marco Ruiz", "marco.ruiz@example.org"),
+    ("Priya Shah", "priya.shah@example.org"),
+    ("Tom Becker", "tom.becker@example.org"),
+    ("Lena Ortiz", "lena.ortiz@example.org"),
+]
+TOPICS = [
+    ("Warehouse lease renewal", "The landlord wants $18,500 per month for the Tulsa warehouse from July."),
+    (
+        "Pipeline maintenance window",
+        "Crews will shut the Line 4 valve station for maintenance; budget $42,000.",
+    ),
+    ("Conference booth invoice", "The booth at the Denver energy expo came to $7,250 including power."),
+    ("Turbine spare parts", "We ordered two spare blades for unit 3 at $96,000 from the Houston vendor."),
+    ("Office move schedule", "Movers arrive Saturday; the new office deposit of $5,400 is paid."),
+    ("Storage contract terms", "The Katy storage contract renews at $0.12 per unit; total $61,000 a year."),
+    ("Trading desk laptops", "IT quoted $13,800 for six new laptops for the trading desk."),
+    ("Safety audit findings", "The auditors fined the compressor site $2,500 for missing signage."),
+    ("Quarterly bonus pool", "Finance approved a bonus pool of $210,000 for the west desk this quarter."),
+    ("Vendor dinner receipt", "Dinner with the Calpine team cost $640; please file it under client events."),
+    ("Gas curve review", "Our May Henry Hub curve sits at $4.85; Priya thinks it is too low."),
+    ("Training course fees", "The risk management course in Austin costs $3,300 per person."),
+]
+
+
+def write_maildir(root: Path) -> Path:
+    """A CMU-layout maildir ``root/reyes-d/inbox/N.`` of a dozen distinct emails over five months."""
+    inbox = root / "reyes-d" / "inbox"
+    inbox.mkdir(parents=True)
+    for n, (subject, fact) in enumerate(TOPICS, start=1):
+        name, address = SENDERS[n % len(SENDERS)]
+        month, day = ["Jan", "Feb", "Mar", "Apr", "May"][n // 3], 1 + (7 * n) % 27
+        body = (
+            f"Dana,\n\n{fact} Let me know by Friday if you want to go ahead, and copy the desk "
+            f"so everyone sees the numbers before the review.\n\nThanks,\n{name.split()[0]}\n"
+        )
+        headers = [
+            f"Message-ID: <{n}.reyes.retrain@example.org>",
+            f"Date: Mon, {day} {month} 2001 10:{n:02d}:00 -0600",
+            f"From: {address}",
+            f"To: {OWNER}",
+            f"Subject: {subject}",
+            "Mime-Version: 1.0",
+            "Content-Type: text/plain; charset=us-ascii",
+            "Content-Transfer-Encoding: 7bit",
+            f"X-From: {name}",
+            "X-To: Dana Reyes",
+            "X-Folder: \\Dana_Reyes_Jun2001\\Notes Folders\\Inbox",
+            "X-Origin: Reyes-D",
+        ]
+        (inbox / f"{n}.").write_text("\r\n".join(headers) + "\r\n\r\n" + body)
+    return root / "reyes-d"
+
+
+def test_retrain_on_a_new_maildir(tmp_path: Path, vllm_server: Settings, embedded_model_dir: Path) -> None:
+    from app.cli import cli
+    from env.model import served_models
+
+    maildir = write_maildir(tmp_path / "mail")
+    home = tmp_path / "home"
+    env = {
+        "INBOXRL_HOME": str(home),
+        "INBOXRL_DB": str(home / "inbox.db"),
+        "INBOXRL_BASE_URL": vllm_server.base_url,
+        "INBOXRL_MODEL": vllm_server.model,
+        "INBOXRL_MAX_TURNS": "2",
+    }
+    args = [
+        "retrain", "--inbox", str(maildir), "--model", str(embedded_model_dir), "--name", "reyes-1",
+        "--preset", "smoke", "--questions-per-inbox", "10", "--sft-steps", "1", "--grpo-steps", "1",
+        "--eval-questions", "2",
+    ]  # fmt: skip
+    result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    state_path = home / "runs" / "reyes-1" / STATE_FILE
+    state = json.loads(state_path.read_text())
+    assert list(state["stages"]) == list(STAGES)
+    stages = state["stages"]
+    assert stages["ingest"]["inboxes"] == ["reyes-d"] and stages["ingest"]["ingested"] == len(TOPICS)
+    assert stages["synth"]["generator"] == "template" and stages["split"]["train"] and stages["split"]["test"]
+    assert stages["sft"]["steps"] == 1 and stages["grpo"]["steps"] == 1
+    assert set(stages["eval"]) == {"base", "new"}  # no earlier adapter to beat
+    for summary in stages["eval"].values():
+        assert summary["n"] >= 1 and summary["accuracy"] is not None
+    settings = Settings(home=home, base_url=vllm_server.base_url)
+    names = [r.name for r in list_runs(settings)]
+    if stages["register"]["registered"]:
+        assert names == ["reyes-1"] and stages["register"]["loaded"]
+        assert "reyes-1" in served_models(settings)
+    else:
+        assert names == [] and "Not registered" in stages["register"]["decision"]
+    assert "Retrain reyes-1" in result.output and "new adapter" in result.output
+
+    # Resume: finished stages are skipped; a stage whose record is gone runs again.
+    del state["stages"]["register"]
+    state_path.write_text(json.dumps(state))
+    again = CliRunner().invoke(cli, args, env=env)
+    assert again.exit_code == 0, again.output + repr(again.exception)
+    assert "Resuming retrain reyes-1" in again.output
+    assert "[7/7] register" in again.output and "[1/7]" not in again.output
+    assert list(json.loads(state_path.read_text())["stages"]) == list(STAGES)
