@@ -260,6 +260,9 @@ def _server_env(gpu: bool) -> dict[str, str]:
     env["HF_HUB_OFFLINE"] = "1"
     if not gpu:
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GB)
+        # A busy 2-core machine can spend minutes on one step (e.g. the first one through a new LoRA);
+        # vLLM's default 300 s kills the engine then.
+        env.setdefault("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", "1800")
     return env
 
 
