@@ -202,7 +202,8 @@ def _split(settings: Settings, options: RetrainOptions, state: dict, folder: Pat
         )
     train = save_questions(folder / "train.jsonl", split.train)
     test = save_questions(folder / "test.jsonl", split.test)
-    return {"train": str(train), "test": str(test), **split.summary()}
+    # The summary counts questions under "train"/"test"; the stages after this one read the file paths.
+    return {**split.summary(), "train": str(train), "test": str(test)}
 
 
 def _sft(settings: Settings, options: RetrainOptions, state: dict, name: str) -> dict[str, Any]:
