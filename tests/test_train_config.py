@@ -30,7 +30,9 @@ def test_gpu_defaults_are_art_e_settings() -> None:
 def test_cpu_preset_uses_transformers_generation_and_small_groups() -> None:
     c = load_config(InboxGRPOConfig, "cpu")
     assert not c.use_vllm and c.device == "cpu" and not c.bf16
-    assert c.num_generations <= 4 and c.max_completion_length <= 256 and c.temperature < 1
+    assert c.num_generations <= 4 and c.temperature < 1
+    # Room for search results and one read email: shorter budgets end every rollout before its answer.
+    assert c.max_completion_length >= 1024
 
 
 @pytest.mark.parametrize(

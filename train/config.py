@@ -6,8 +6,9 @@ preset plus small overrides:
 
 - ``gpu``: ART·E's published settings (4 rollouts per question, 12 questions per step, lr 1.2e-5,
   LoRA r=8 alpha=16 on the attention and MLP projections, no KL), with vLLM colocate generation.
-- ``cpu``: the embedded model on a 2-core CPU: transformers generation, small groups, short
-  completions, a low temperature (the 135M model only calls tools when sampling is near-greedy).
+- ``cpu``: the embedded model on a 2-core CPU: transformers generation, small groups, a rollout
+  budget that just fits search results and one read email, a low temperature (the 135M model
+  only calls tools when sampling is near-greedy).
 - ``smoke``: the smallest run that still exercises every part (CI).
 
 Overrides come from a TOML file (``configs/*.toml``) and ``KEY=VALUE`` pairs
@@ -339,7 +340,7 @@ GRPO_PRESETS: dict[str, dict[str, Any]] = {
         "questions_per_step": 2,
         "learning_rate": 5e-5,
         "max_turns": 3,
-        "max_completion_length": 192,
+        "max_completion_length": 1536,
         "temperature": 0.3,
         "save_steps": 5,
     },
