@@ -133,6 +133,22 @@ class _TrainFields:
         """Plain JSON-able dict (for run.json)."""
         return dataclasses.asdict(self)
 
+    def trainer_args(self, output_dir: Path, *, device: str) -> dict[str, Any]:
+        """The ``transformers.TrainingArguments`` both trainers share: device, checkpoints, logging."""
+        on_gpu = device == "cuda"
+        return {
+            "output_dir": str(output_dir),
+            "use_cpu": not on_gpu,
+            "bf16": self.bf16 and on_gpu,
+            "gradient_checkpointing": self.gradient_checkpointing,
+            "save_strategy": "steps",
+            "save_steps": self.save_steps,
+            "save_total_limit": self.save_total_limit,
+            "logging_steps": self.logging_steps,
+            "seed": self.seed,
+            "report_to": "none",
+        }
+
 
 @dataclass
 class InboxGRPOConfig(_TrainFields):
@@ -225,17 +241,14 @@ class InboxGRPOConfig(_TrainFields):
         """The ``trl.GRPOConfig`` for these settings on ``device`` (``cpu`` or ``cuda``)."""
         from trl import GRPOConfig
 
-        on_gpu = device == "cuda"
         return GRPOConfig(
-            output_dir=str(output_dir),
-            use_cpu=not on_gpu,
-            bf16=self.bf16 and on_gpu,
+            **self.trainer_args(output_dir, device=device),
             learning_rate=self.learning_rate,
+            num_train_epochs=self.num_epochs,
+            max_steps=self.max_steps,
             per_device_train_batch_size=self.micro_batch_size,
             gradient_accumulation_steps=self.gradient_accumulation_steps,
             num_generations=self.num_generations,
-            num_train_epochs=self.num_epochs,
-            max_steps=self.max_steps,
             beta=self.beta,
             loss_type=self.loss_type,
             scale_rewards=self.scale_rewards,
@@ -243,16 +256,9 @@ class InboxGRPOConfig(_TrainFields):
             # One model turn, then one more per tool-calling iteration.
             max_tool_calling_iterations=self.max_turns - 1,
             temperature=self.temperature,
-            use_vllm=self.use_vllm and on_gpu,
+            use_vllm=self.use_vllm and device == "cuda",
             vllm_mode="colocate",
             vllm_gpu_memory_utilization=self.vllm_gpu_memory_utilization,
-            gradient_checkpointing=self.gradient_checkpointing,
-            save_strategy="steps",
-            save_steps=self.save_steps,
-            save_total_limit=self.save_total_limit,
-            logging_steps=self.logging_steps,
-            seed=self.seed,
-            report_to="none",
             # TRL 1.16 crashes logging tool rollouts (trl/trainer/utils.py, tool_calls None).
             log_completions=False,
             # reset() reads the question, inbox, query date and gold answer from the dataset row.
@@ -305,26 +311,16 @@ class InboxSFTConfig(_TrainFields):
         """The ``trl.SFTConfig`` for these settings on ``device``."""
         from trl import SFTConfig
 
-        on_gpu = device == "cuda"
         return SFTConfig(
-            output_dir=str(output_dir),
-            use_cpu=not on_gpu,
-            bf16=self.bf16 and on_gpu,
+            **self.trainer_args(output_dir, device=device),
             learning_rate=self.learning_rate,
-            per_device_train_batch_size=self.batch_size,
-            gradient_accumulation_steps=self.gradient_accumulation_steps,
             num_train_epochs=self.num_epochs,
             max_steps=self.max_steps,
+            per_device_train_batch_size=self.batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
             max_length=self.max_length,
             # Learn the assistant turns only (TRL swaps in qwen2_5_training.jinja for the masks).
             assistant_only_loss=True,
-            gradient_checkpointing=self.gradient_checkpointing,
-            save_strategy="steps",
-            save_steps=self.save_steps,
-            save_total_limit=self.save_total_limit,
-            logging_steps=self.logging_steps,
-            seed=self.seed,
-            report_to="none",
         )
 
 

@@ -23,7 +23,6 @@ How this differs from ART·E's GRPO (OpenPipe ART):
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from env.config import Settings
@@ -32,16 +31,16 @@ from train.config import InboxGRPOConfig
 from train.env import InboxEnvironment, build_dataset, make_reward, use_serving_tool_schemas
 from train.loading import (
     CHECKPOINTS,
-    FINAL_ADAPTER,
+    METRICS,
     TrainResult,
     base_model_path,
-    last_checkpoint,
     load_policy,
     load_tokenizer,
     prepare_run_dir,
+    train_and_save,
     training_questions,
 )
-from train.metrics import make_callback, plot_metrics
+from train.metrics import make_callback
 from train.registry import new_run_name, write_json_atomic
 
 
@@ -90,47 +89,33 @@ def train_grpo(
 
     tokenizer = load_tokenizer(base_model)
     model, peft_config = load_policy(settings, config, base_model, device)
-    checkpoints = folder / CHECKPOINTS
-    metrics_path = folder / "metrics.jsonl"
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[make_reward(settings, reward_config or _reward_config(config))],
-        args=config.to_trl(checkpoints, device=device),
+        args=config.to_trl(folder / CHECKPOINTS, device=device),
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
         environment_factory=InboxEnvironment.factory(settings.db_path),
-        callbacks=[make_callback(metrics_path, stage="grpo")],
+        callbacks=[make_callback(folder / METRICS, stage="grpo")],
     )
     use_serving_tool_schemas(trainer)
-    start = last_checkpoint(checkpoints) if resume else None
-    began = time.monotonic()
-    output = trainer.train(resume_from_checkpoint=str(start) if start else None)
-    adapter_dir = folder / FINAL_ADAPTER
-    trainer.save_model(str(adapter_dir))
-    plot = plot_metrics(metrics_path, folder / "training.png", title=f"GRPO {name}")
-    result = TrainResult(
+    return train_and_save(
+        trainer,
+        folder,
         name=name,
         stage="grpo",
-        run_dir=str(folder),
-        adapter_dir=str(adapter_dir),
+        resume=resume,
         base_model=base_model,
         init_adapter=config.init_adapter,
-        questions=str(path),
+        questions=path,
         n_questions=len(selected),
-        steps=trainer.state.global_step,
-        train_runtime_s=float(output.metrics.get("train_runtime", time.monotonic() - began)),
-        resumed_from=str(start) if start else None,
-        metrics_path=str(metrics_path),
-        plot_path=str(plot) if plot else None,
         data={
             "question_ids": [q.id for q in selected],
             "inboxes": sorted({q.inbox_key for q in selected}),
             "filter": {k: v for k, v in filtered.items() if k != "outcomes"},
         },
     )
-    write_json_atomic(folder / "result.json", result.to_dict())
-    return result
 
 
 def filter_questions(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from train.registry import resolve_adapter_path, run_dir
 
 CHECKPOINTS = "checkpoints"
 FINAL_ADAPTER = "adapter"  # registered in place: run.json is written beside it
+METRICS = "metrics.jsonl"
 
 
 @dataclass
@@ -193,3 +195,51 @@ def prepare_run_dir(settings: Settings, name: str, stage: str, config: _TrainFie
 
         write_json_atomic(spec, wanted)
     return folder
+
+
+def train_and_save(
+    trainer: Any,
+    folder: Path,
+    *,
+    name: str,
+    stage: str,
+    resume: bool,
+    base_model: str,
+    init_adapter: str | None,
+    questions: Path,
+    n_questions: int,
+    data: dict[str, Any],
+) -> TrainResult:
+    """Run ``trainer`` (from the newest checkpoint when resuming), save the adapter and the plot.
+
+    Writes ``<folder>/adapter``, ``training.png`` and ``result.json`` (the returned
+    :class:`TrainResult`); ``data`` is what the run trained on, kept in the result.
+    """
+    from train.metrics import plot_metrics
+    from train.registry import write_json_atomic
+
+    start = last_checkpoint(folder / CHECKPOINTS) if resume else None
+    began = time.monotonic()
+    output = trainer.train(resume_from_checkpoint=str(start) if start else None)
+    adapter_dir = folder / FINAL_ADAPTER
+    trainer.save_model(str(adapter_dir))
+    metrics_path = folder / METRICS
+    plot = plot_metrics(metrics_path, folder / "training.png", title=f"{stage.upper()} {name}")
+    result = TrainResult(
+        name=name,
+        stage=stage,
+        run_dir=str(folder),
+        adapter_dir=str(adapter_dir),
+        base_model=base_model,
+        init_adapter=init_adapter,
+        questions=str(questions),
+        n_questions=n_questions,
+        steps=trainer.state.global_step,
+        train_runtime_s=float(output.metrics.get("train_runtime", time.monotonic() - began)),
+        resumed_from=str(start) if start else None,
+        metrics_path=str(metrics_path),
+        plot_path=str(plot) if plot else None,
+        data=data,
+    )
+    write_json_atomic(folder / "result.json", result.to_dict())
+    return result

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from typing import Any
 
 from env.config import Settings
@@ -35,17 +34,17 @@ from train.config import InboxSFTConfig
 from train.env import template_messages
 from train.loading import (
     CHECKPOINTS,
-    FINAL_ADAPTER,
+    METRICS,
     TrainResult,
     base_model_path,
-    last_checkpoint,
     load_policy,
     load_tokenizer,
     prepare_run_dir,
+    train_and_save,
     training_questions,
 )
-from train.metrics import make_callback, plot_metrics
-from train.registry import new_run_name, write_json_atomic
+from train.metrics import make_callback
+from train.registry import new_run_name
 
 MAX_READS = 2  # cited emails a built trajectory reads before answering
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9$#.'/-]*[A-Za-z0-9]|[A-Za-z0-9]")
@@ -280,36 +279,24 @@ def train_sft(
         f.writelines(json.dumps(ex, ensure_ascii=False) + "\n" for ex in examples)
 
     model, peft_config = load_policy(settings, config, base_model, device)
-    checkpoints = folder / CHECKPOINTS
-    metrics_path = folder / "metrics.jsonl"
     trainer = SFTTrainer(
         model=model,
-        args=config.to_trl(checkpoints, device=device),
+        args=config.to_trl(folder / CHECKPOINTS, device=device),
         train_dataset=Dataset.from_list([{"messages": e["messages"], "tools": e["tools"]} for e in examples]),
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[make_callback(metrics_path, stage="sft")],
+        callbacks=[make_callback(folder / METRICS, stage="sft")],
     )
-    start = last_checkpoint(checkpoints) if resume else None
-    began = time.monotonic()
-    output = trainer.train(resume_from_checkpoint=str(start) if start else None)
-    adapter_dir = folder / FINAL_ADAPTER
-    trainer.save_model(str(adapter_dir))
-    plot = plot_metrics(metrics_path, folder / "training.png", title=f"SFT {name}")
-    result = TrainResult(
+    return train_and_save(
+        trainer,
+        folder,
         name=name,
         stage="sft",
-        run_dir=str(folder),
-        adapter_dir=str(adapter_dir),
+        resume=resume,
         base_model=base_model,
         init_adapter=None,
-        questions=str(path),
+        questions=path,
         n_questions=len(selected),
-        steps=trainer.state.global_step,
-        train_runtime_s=float(output.metrics.get("train_runtime", time.monotonic() - began)),
-        resumed_from=str(start) if start else None,
-        metrics_path=str(metrics_path),
-        plot_path=str(plot) if plot else None,
         data={
             "source": config.source,
             "examples": len(examples),
@@ -318,5 +305,3 @@ def train_sft(
             "inboxes": sorted({q.inbox_key for q in selected}),
         },
     )
-    write_json_atomic(folder / "result.json", result.to_dict())
-    return result

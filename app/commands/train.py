@@ -54,6 +54,31 @@ def _report(result: object, info: object) -> None:
     )
 
 
+def _train(
+    stage: str, preset: str, config: Path | None, sets: list[str] | None, options: dict, **run: object
+) -> None:
+    """Load the settings, train one stage, register the adapter and report it."""
+    import importlib
+
+    from train.config import InboxGRPOConfig, InboxSFTConfig, load_config
+    from train.registry import register_run
+
+    cls = InboxSFTConfig if stage == "sft" else InboxGRPOConfig
+    train_fn = getattr(importlib.import_module(f"train.{stage}"), f"train_{stage}")
+    settings = Settings()
+    try:
+        cfg = load_config(cls, preset, config, _overrides(cls, sets, **options))
+        result = train_fn(settings, cfg, **run)
+        info = register_run(
+            settings, result.name, result.adapter_dir, kind=stage, base_model=result.base_model,
+            data={"questions": result.questions, **result.data}, config=cfg.to_dict(),
+            parent=getattr(cfg, "init_adapter", None),
+        )  # fmt: skip
+    except (ValueError, LookupError, FileNotFoundError, FileExistsError) as e:
+        raise _fail(e) from e
+    _report(result, info)
+
+
 @app.command()
 def sft(
     preset: Preset = "auto",
@@ -69,29 +94,8 @@ def sft(
     resume: Resume = True,
 ) -> None:
     """Supervised warm-start (LoRA) on successful trajectories, then register the adapter."""
-    from train.config import InboxSFTConfig, load_config
-    from train.registry import register_run
-    from train.sft import train_sft
-
-    settings = Settings()
-    try:
-        values = _overrides(
-            InboxSFTConfig,
-            set_,
-            questions=str(questions) if questions else None,
-            inboxes=inbox,
-            max_steps=max_steps,
-            source=source,
-        )
-        cfg = load_config(InboxSFTConfig, preset, config, values)
-        result = train_sft(settings, cfg, name=name, resume=resume)
-        info = register_run(
-            settings, result.name, result.adapter_dir, kind="sft", base_model=result.base_model,
-            data={"questions": result.questions, **result.data}, config=cfg.to_dict(),
-        )  # fmt: skip
-    except (ValueError, LookupError, FileNotFoundError, FileExistsError) as e:
-        raise _fail(e) from e
-    _report(result, info)
+    options = {"questions": str(questions) if questions else None, "inboxes": inbox, "max_steps": max_steps}
+    _train("sft", preset, config, set_, {**options, "source": source}, name=name, resume=resume)
 
 
 @app.command()
@@ -110,30 +114,8 @@ def grpo(
     resume: Resume = True,
 ) -> None:
     """LoRA GRPO on the inbox environment (judge reward), then register the adapter."""
-    from train.config import InboxGRPOConfig, load_config
-    from train.grpo import train_grpo
-    from train.registry import register_run
-
-    settings = Settings()
-    try:
-        values = _overrides(
-            InboxGRPOConfig,
-            set_,
-            questions=str(questions) if questions else None,
-            inboxes=inbox,
-            max_steps=max_steps,
-            init_adapter=init_adapter,
-        )
-        cfg = load_config(InboxGRPOConfig, preset, config, values)
-        result = train_grpo(settings, cfg, name=name, resume=resume)
-        info = register_run(
-            settings, result.name, result.adapter_dir, kind="grpo", base_model=result.base_model,
-            data={"questions": result.questions, **result.data}, config=cfg.to_dict(),
-            parent=cfg.init_adapter,
-        )  # fmt: skip
-    except (ValueError, LookupError, FileNotFoundError, FileExistsError) as e:
-        raise _fail(e) from e
-    _report(result, info)
+    options = {"questions": str(questions) if questions else None, "inboxes": inbox, "max_steps": max_steps}
+    _train("grpo", preset, config, set_, {**options, "init_adapter": init_adapter}, name=name, resume=resume)
 
 
 @app.command("config")
