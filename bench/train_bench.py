@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import time
@@ -71,7 +72,7 @@ def train(
     sft_adapter = str(home / "runs" / "sft-bench" / "adapter")
     out = {}
     for stage, cls, overrides in (
-        # One trajectory per step keeps a step near a CPU-minute on the 2 shared cores.
+        # One trajectory per step: about 17 s on 2 idle cores.
         ("sft", InboxSFTConfig, {"max_steps": sft_steps, "batch_size": 1, "gradient_accumulation_steps": 1}),
         ("grpo", InboxGRPOConfig, {"max_steps": grpo_steps, "init_adapter": sft_adapter}),
     ):
@@ -209,7 +210,35 @@ def _train_rows(trained: dict) -> list[str]:
     return lines
 
 
-def write_report(trained: dict, comparisons: dict, args: argparse.Namespace, seconds: float) -> None:
+def _summaries(home: Path, comparisons: dict) -> list[tuple[str, str, dict]]:
+    return [
+        (test_set, label, json.loads((home / "evals" / test_set / label / "summary.json").read_text()))
+        for test_set in comparisons
+        for label in ("base", "sft", "sft+grpo")
+    ]
+
+
+def _ending_rows(home: Path, comparisons: dict) -> list[str]:
+    return [
+        f"| {test_set} | {label} | {', '.join(f'{k} {v}' for k, v in sorted(s['ended'].items()))} | "
+        f"{s['avg_tool_calls']:.2f} | {s['failed_tool_call_rate']:.0%} | {s['avg_turns']:.2f} |"
+        for test_set, label, s in _summaries(home, comparisons)
+    ]
+
+
+def _eval_minutes(home: Path) -> float:
+    """Wall minutes the evaluations took (from each summary's start and finish)."""
+    from datetime import datetime
+
+    total = 0.0
+    for summary in (home / "evals").glob("*/*/summary.json"):
+        s = json.loads(summary.read_text())
+        took = datetime.fromisoformat(s["finished"]) - datetime.fromisoformat(s["started"])
+        total += took.total_seconds()
+    return total / 60
+
+
+def write_report(trained: dict, comparisons: dict, args: argparse.Namespace) -> None:
     from train.metrics import plot_metrics, read_metrics
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -228,8 +257,10 @@ def write_report(trained: dict, comparisons: dict, args: argparse.Namespace, sec
         f"--grpo-steps {args.grpo_steps} --per-inbox {args.per_inbox}"
         + (f" --eval-limit {args.eval_limit}" if args.eval_limit else "")
         + "`",
-        f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, 2 shared cores (other jobs ran "
-        f"beside it: absolute times are noisy). Total wall time {seconds / 60:.0f} min.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, no GPU; load average "
+        f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1/5/15 min) when this report was written. "
+        f"Training {sum(trained[s]['train_runtime_s'] for s in ('sft', 'grpo')) / 60:.0f} min, "
+        f"evaluation {_eval_minutes(args.home):.0f} min.",
         "",
         f"Train: template pairs of {', '.join(TRAIN_INBOXES)} ({trained['sft']['n_questions']} questions). "
         f"Test: inbox {TEST_INBOX}, never trained on: its template pairs and the shipped LLM-written "
@@ -250,6 +281,12 @@ def write_report(trained: dict, comparisons: dict, args: argparse.Namespace, sec
             "",
         ]
     lines += [
+        "## How the rollouts ended",
+        "",
+        "| test set | model | ended | tool calls / rollout | failed tool calls | turns / rollout |",
+        "|---|---|---|---:|---:|---:|",
+        *_ending_rows(args.home, comparisons),
+        "",
         "## GRPO reward curve",
         "",
         "| step | reward mean | share of groups with equal rewards |",
@@ -267,7 +304,11 @@ def write_report(trained: dict, comparisons: dict, args: argparse.Namespace, sec
     ]
     (RESULTS / "train.md").write_text("\n".join(lines) + "\n")
     (RESULTS / "train.json").write_text(
-        json.dumps({"trained": trained, "comparisons": comparisons, "wall_s": seconds}, indent=2, default=str)
+        json.dumps(
+            {"trained": trained, "comparisons": comparisons, "eval_minutes": _eval_minutes(args.home)},
+            indent=2,
+            default=str,
+        )
         + "\n"
     )
 
@@ -294,14 +335,13 @@ def main() -> None:
     if args.fresh:
         shutil.rmtree(args.home, ignore_errors=True)
     args.home.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
     data = prepare_data(args.home, args.per_inbox)
     model = args.model or str(prepare_embedded_model(Settings(home=args.home)))
     stages, labels = args.stages.split(","), tuple(args.models.split(","))
     trained = {"model": model, **train(args.home, data, args.sft_steps, args.grpo_steps, model, stages)}
     comparisons = evaluate_all(args.home, data, trained, args.port, args.eval_limit, labels, args.server)
     if {"sft", "grpo"} <= set(trained) and len(labels) == 3:
-        write_report(trained, comparisons, args, time.monotonic() - started)
+        write_report(trained, comparisons, args)
         print((RESULTS / "train.md").read_text())
 
 

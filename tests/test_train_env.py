@@ -22,7 +22,7 @@ from train.env import (
     to_trajectory,
     use_serving_tool_schemas,
 )
-from train.sft import qa_examples, qa_trajectory
+from train.sft import qa_examples, qa_trajectory, tokenize_examples
 
 GAS = Question(
     id="gas",
@@ -174,6 +174,33 @@ def test_qa_examples_cover_the_shipped_questions(default_db_path: Path) -> None:
     examples, skipped = qa_examples(questions, open_db(default_db_path))
     assert len(examples) >= 0.9 * len(questions), skipped
     assert all(json.loads(e["tools"]) == InboxTools.schemas() for e in examples[:3])
+
+
+def test_sft_tokens_are_the_serving_rendering_with_each_calls_own_arguments(
+    tools_db_path: Path, embedded_model_dir: Path
+) -> None:
+    """What SFT learns is what the server renders; only assistant turns count.
+
+    A ``datasets`` column of messages would merge the tools' arguments into one struct and render
+    every call with the other tools' arguments as null (the bug this guards against).
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)
+    examples, _ = qa_examples([GAS], open_db(tools_db_path))
+    rows, too_long = tokenize_examples(examples, tokenizer, max_length=100_000)
+    assert too_long == 0 and len(rows) == 1
+    ids, mask = rows[0]["input_ids"], rows[0]["assistant_masks"]
+    served = tokenizer.apply_chat_template(
+        examples[0]["messages"], tools=InboxTools.schemas(), tokenize=True, return_dict=True
+    )["input_ids"]
+    assert ids == list(served)
+    learned = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m])
+    assert "null" not in tokenizer.decode(ids)
+    assert learned.count("<tool_call>") == 4  # the worked example, search, read, answer
+    assert '"name": "read_email", "arguments": {"message_id": "<m1.alice@example.com>"}' in learned
+    assert "Henry Hub" in learned and GAS.question not in learned  # the user turn is not learned
+    assert tokenize_examples(examples, tokenizer, max_length=len(ids) - 1) == ([], 1)
 
 
 def test_question_filter_drops_groups_without_signal(scripted, tools_db_path: Path, tmp_path: Path) -> None:

@@ -229,15 +229,34 @@ def teacher_examples(
 # Training
 
 
-def fit_examples(examples: list[dict], tokenizer: Any, max_length: int) -> tuple[list[dict], int]:
-    """Drop examples longer than ``max_length`` tokens (truncation would cut off the final answer)."""
-    kept = []
+def tokenize_examples(examples: list[dict], tokenizer: Any, max_length: int) -> tuple[list[dict], int]:
+    """Each example's ``input_ids`` and ``assistant_masks``; drops those over ``max_length`` tokens.
+
+    Rendered here, before ``datasets`` sees the messages: a column of messages merges every tool
+    call's arguments into one Arrow struct, so the trainer would render a ``read_email`` call as
+    ``{"keywords": null, "message_id": "...", "answer": null, "sources": null}`` and teach the model
+    to mix the tools' arguments up. Truncating instead of dropping would cut off the final answer.
+    The masks come from TRL's training variant of the chat template (``{% generation %}`` markers).
+    Returns the rows kept and how many were too long.
+    """
+    from trl.chat_template_utils import get_training_chat_template
+
+    template = get_training_chat_template(tokenizer)
+    rows, too_long = [], 0
     for ex in examples:
-        ids = tokenizer.apply_chat_template(ex["messages"], tools=json.loads(ex["tools"]), tokenize=True)
-        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
-        if len(ids) <= max_length:
-            kept.append(ex)
-    return kept, len(examples) - len(kept)
+        out = tokenizer.apply_chat_template(
+            ex["messages"],
+            tools=json.loads(ex["tools"]),
+            chat_template=template,
+            tokenize=True,
+            return_dict=True,
+            return_assistant_tokens_mask=True,
+        )
+        if len(out["input_ids"]) > max_length:
+            too_long += 1
+            continue
+        rows.append({"input_ids": list(out["input_ids"]), "assistant_masks": list(out["assistant_masks"])})
+    return rows, too_long
 
 
 def train_sft(
@@ -269,8 +288,8 @@ def train_sft(
     else:
         examples, skipped = qa_examples(selected, db, few_shot=config.few_shot)
     tokenizer = load_tokenizer(base_model)
-    examples, too_long = fit_examples(examples, tokenizer, config.max_length)
-    if not examples:
+    rows, too_long = tokenize_examples(examples, tokenizer, config.max_length)
+    if not rows:
         raise ValueError(
             f"No SFT trajectories from {len(selected)} questions ({len(skipped)} had no usable trajectory, "
             f"{too_long} longer than max_length={config.max_length}). Raise max_length or add questions."
@@ -282,7 +301,7 @@ def train_sft(
     trainer = SFTTrainer(
         model=model,
         args=config.to_trl(folder / CHECKPOINTS, device=device),
-        train_dataset=Dataset.from_list([{"messages": e["messages"], "tools": e["tools"]} for e in examples]),
+        train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[make_callback(folder / METRICS, stage="sft")],
@@ -299,7 +318,7 @@ def train_sft(
         n_questions=len(selected),
         data={
             "source": config.source,
-            "examples": len(examples),
+            "examples": len(rows),
             "skipped_questions": skipped,
             "too_long": too_long,
             "inboxes": sorted({q.inbox_key for q in selected}),
