@@ -319,8 +319,9 @@ class InboxSFTConfig(_TrainFields):
             per_device_train_batch_size=self.batch_size,
             gradient_accumulation_steps=self.gradient_accumulation_steps,
             max_length=self.max_length,
-            # Learn the assistant turns only (TRL swaps in qwen2_5_training.jinja for the masks).
-            assistant_only_loss=True,
+            # train.sft.tokenize_examples hands over input_ids with assistant_masks, from which TRL
+            # builds the labels (assistant turns only); TRL's own flag is for untokenized messages.
+            assistant_only_loss=False,
         )
 
 

@@ -15,7 +15,7 @@ reward. Two ways to get trajectories that end in a right answer:
   OpenAI-compatible endpoint and keep the trajectories the judge marks correct.
 
 Both use the serving prompt (``env.prompt.build_messages``), tool schemas and tool messages, and
-the loss covers only the assistant turns (TRL's ``assistant_only_loss``).
+the loss covers only the assistant turns (:func:`tokenize_examples` gives TRL the masks).
 """
 
 from __future__ import annotations
