@@ -110,6 +110,7 @@ def test_to_trl_maps_groups_steps_and_turns(tmp_path: Path) -> None:
     assert args.log_completions is False  # TRL 1.16 crashes logging tool rollouts
     assert args.remove_unused_columns is False
     assert (args.beta, args.temperature) == (c.beta, c.temperature)
+    assert args.generation_kwargs == {"max_new_tokens": c.max_turn_tokens}  # a turn is capped as in serving
     sft = load_config(InboxSFTConfig, "cpu").to_trl(tmp_path, device="cpu")
     assert sft.use_cpu and not sft.assistant_only_loss  # the masks come from train.sft.tokenize_examples
 

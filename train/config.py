@@ -182,6 +182,12 @@ class InboxGRPOConfig(_TrainFields):
         2048, "Token budget for a whole rollout (model turns + tool results).", "Rollouts"
     )
     temperature: float = _f(1.0, "Sampling temperature for rollouts.", "Rollouts")
+    max_turn_tokens: int = _f(
+        512,
+        "Tokens the model may write in one turn, as serving's max_tokens (without it each turn may "
+        "write the whole max_completion_length, and a rambling turn costs minutes on a CPU).",
+        "Rollouts",
+    )
 
     # > Generation backend
     use_vllm: bool = _f(
@@ -241,6 +247,7 @@ class InboxGRPOConfig(_TrainFields):
         """The ``trl.GRPOConfig`` for these settings on ``device`` (``cpu`` or ``cuda``)."""
         from trl import GRPOConfig
 
+        use_vllm = self.use_vllm and device == "cuda"
         return GRPOConfig(
             **self.trainer_args(output_dir, device=device),
             learning_rate=self.learning_rate,
@@ -256,7 +263,9 @@ class InboxGRPOConfig(_TrainFields):
             # One model turn, then one more per tool-calling iteration.
             max_tool_calling_iterations=self.max_turns - 1,
             temperature=self.temperature,
-            use_vllm=self.use_vllm and device == "cuda",
+            # transformers' generate and vLLM's SamplingParams name the per-turn cap differently.
+            generation_kwargs={("max_tokens" if use_vllm else "max_new_tokens"): self.max_turn_tokens},
+            use_vllm=use_vllm,
             vllm_mode="colocate",
             vllm_gpu_memory_utilization=self.vllm_gpu_memory_utilization,
             # TRL 1.16 crashes logging tool rollouts (trl/trainer/utils.py, tool_calls None).
@@ -338,6 +347,7 @@ GRPO_PRESETS: dict[str, dict[str, Any]] = {
         "learning_rate": 5e-5,
         "max_turns": 3,
         "max_completion_length": 1536,
+        "max_turn_tokens": 256,
         "temperature": 0.3,
         "save_steps": 5,
     },
