@@ -68,7 +68,10 @@ def test_app_command_serves_on_localhost_and_stops_streamlit(
         assert f"http://127.0.0.1:{port}" in lines[-1]
         assert httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=5).text == "ok"
         proc.send_signal(stop)  # Ctrl-C, or `kill` / `docker stop`
-        assert proc.wait(timeout=20) == code
+        # Drain the output while waiting: Streamlit shares the pipe and blocks on it once it is full.
+        # 30 s: the app gives Streamlit 10 s to stop before killing it, on a loaded machine.
+        proc.communicate(timeout=30)
+        assert proc.returncode == code
         with pytest.raises(httpx.ConnectError):  # Streamlit went down with it
             httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=5)
     finally:
