@@ -19,6 +19,12 @@ from env.model import is_healthy
 from tests.fixtures.model import free_port
 
 INBOXRL = str(Path(sys.executable).with_name("inboxrl"))
+IGNORING_SIGINT = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "os.execv(sys.argv[1], sys.argv[1:])",
+]
 
 
 def wait_for_line(proc: subprocess.Popen, text: str, timeout_s: float) -> list[str]:
@@ -57,7 +63,8 @@ def test_app_command_serves_on_localhost_and_stops_streamlit(
     port = free_port()
     env = {**os.environ, "INBOXRL_HOME": str(tmp_path)}
     proc = subprocess.Popen(
-        [INBOXRL, "app", "--port", str(port)],
+        # Started with SIGINT ignored, as a parent's SIG_IGN is inherited: Ctrl-C must still stop it.
+        [*IGNORING_SIGINT, INBOXRL, "app", "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -63,6 +63,9 @@ def run_app(host: str, port: int, *, started: float | None = None) -> int:
     env = {**os.environ, **OFFLINE_ENV, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     # `docker stop` and `kill` send SIGTERM: exit through the `finally` below so Streamlit stops too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # Ctrl-C stops the app even when it was started with SIGINT ignored (a parent's SIG_IGN is
+    # inherited, and Python then installs no KeyboardInterrupt handler of its own).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     proc = subprocess.Popen(streamlit_command(port, host), env=env)
     url = app_url(host, port)
     try:
