@@ -94,7 +94,7 @@ async def arun_agent(
     tracer: Tracer | Literal[False] | None = None,
     max_turns: int | None = None,
     max_tokens: int | None = None,
-    few_shot: bool = True,
+    few_shot: bool | None = None,
 ) -> Trajectory:
     """Run the agent on one question and return its :class:`Trajectory` (never raises for model errors).
 
@@ -110,8 +110,8 @@ async def arun_agent(
         Langfuse when configured). Pass ``False`` to trace nothing.
     :param max_turns: model calls allowed; default ``settings.max_turns``.
     :param max_tokens: completion tokens per model call; default :data:`MAX_COMPLETION_TOKENS`.
-    :param few_shot: include the worked example in the prompt (see :mod:`env.prompt`); turn it off
-        for hosted APIs that reject a tool call without a tool result.
+    :param few_shot: include the worked example in the prompt (see :mod:`env.prompt`); default
+        ``settings.few_shot``.
     """
     settings = settings or Settings()
     db = db if isinstance(db, sqlite_utils.Database) else open_db(db)
@@ -123,7 +123,8 @@ async def arun_agent(
         tracer = Tracer.for_db(_db_file(db))
     max_turns = settings.max_turns if max_turns is None else max_turns
 
-    tools = make_tools(db, inbox, day)
+    few_shot = settings.few_shot if few_shot is None else few_shot
+    tools = make_tools(db, inbox, day, max_body_chars=settings.max_body_chars)
     traj = Trajectory(
         question=question,
         inbox=inbox.id,

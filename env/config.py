@@ -18,6 +18,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from env.tools import MAX_BODY_CHARS
+
 EMBEDDED_MODEL_NAME = "smollm2-135m"
 
 
@@ -45,6 +47,15 @@ class Settings(BaseSettings):
     concurrency: int = Field(4, description="Rollouts in flight at once against one server.")
     max_turns: int = Field(10, description="Model turns per rollout.")
     temperature: float = Field(0.0, description="Sampling temperature for serving and evaluation.")
+    few_shot: bool = Field(
+        True,
+        description="Put the worked tool-call example in the prompt (small base models need it; "
+        "adapters trained without it, and hosted APIs that reject a call without a result, do not).",
+    )
+    max_body_chars: int = Field(
+        MAX_BODY_CHARS,
+        description="read_email shows at most this many characters of a body.",
+    )
 
     # > The judge's endpoint. judge_model=None means the deterministic judge (no LLM).
     judge_base_url: str | None = Field(None, description="Judge endpoint; default base_url.")

@@ -160,6 +160,20 @@ def test_structured_tool_calls_answer(scripted: ScriptedServer, db_path: Path, t
     assert events[-1]["trajectory"] is traj and events[-1]["ended"] == "answered"
 
 
+def test_settings_choose_the_prompt_and_the_read_email_cap(
+    scripted: ScriptedServer, db_path: Path, tmp_path: Path
+) -> None:
+    """An adapter trained without the worked example and with short bodies is served the same way."""
+    scripted.queue(tool_call("read_email", {"message_id": GAS}), FINAL)
+    traj = rollout(scripted, db_path, tmp_path, settings={"few_shot": False, "max_body_chars": 10})
+    assert traj.ended == "answered"
+    first = scripted.requests[0]["messages"]
+    assert [m["role"] for m in first] == ["system", "user"]  # no worked example
+    body = json.loads(traj.tool_calls[0].content)["body"]
+    shown, note = body.split("\n[... ")
+    assert len(shown) == 10 and note.endswith("more characters of this email not shown]")
+
+
 def test_text_tool_calls_are_parsed(scripted: ScriptedServer, db_path: Path, tmp_path: Path) -> None:
     """Small models often write Hermes <tool_call> JSON in the text instead of structured calls."""
     scripted.queue(

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from env.config import Settings
 from train.registry import (
     NoRun,
+    agent_settings,
     check_name,
     get_run,
     list_runs,
@@ -90,3 +91,16 @@ def test_cli_lists_and_shows_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert shown.exit_code == 0 and json.loads(shown.output)["kind"] == "grpo"
     missing = runner.invoke(cli, ["runs", "nope"])
     assert missing.exit_code == 1 and "grpo-7" in missing.output
+
+
+def test_a_registered_adapter_is_run_with_the_prompt_it_was_trained_with(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, max_turns=7)
+    adapter = _adapter(settings.runs_dir / "sft-2" / "adapter")
+    config = {"few_shot": False, "max_body_chars": 1500, "lora_r": 8}
+    register_run(settings, "sft-2", adapter, kind="sft", base_model="/m", config=config)
+    run = agent_settings(settings, "sft-2")
+    assert (run.model, run.few_shot, run.max_body_chars, run.max_turns) == ("sft-2", False, 1500, 7)
+    # Any other name (the served base model, a hosted model) keeps the settings' prompt.
+    for name in ("smollm2-135m", "openai/gpt-4.1", "Qwen/Qwen2.5-14B-Instruct"):
+        other = agent_settings(settings, name)
+        assert (other.model, other.few_shot, other.max_body_chars) == (name, True, 20_000)

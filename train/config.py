@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from env.tools import MAX_BODY_CHARS
+
 # LoRA on every attention and MLP projection, as ART·E does.
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -60,6 +62,9 @@ class _TrainFields:
     )
     few_shot: bool = _f(
         True, "Put the worked tool-call example in the prompt (env.agent.build_messages).", "Model and data"
+    )
+    max_body_chars: int = _f(
+        MAX_BODY_CHARS, "read_email's cap on a body, in characters (served the same).", "Model and data"
     )
 
     # > LoRA

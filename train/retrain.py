@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from env.config import Settings
-from train.registry import RunInfo, check_name, list_runs, new_run_name, register_run, write_json_atomic
+from train.registry import (
+    RunInfo,
+    check_name,
+    list_runs,
+    new_run_name,
+    prompt_settings,
+    register_run,
+    write_json_atomic,
+)
 
 STAGES = ("ingest", "synth", "split", "sft", "grpo", "eval", "register")
 STATE_FILE = "retrain.json"
@@ -266,15 +274,18 @@ def _eval(
             if previous:
                 _ensure_loaded(settings, previous)
         out = {}
-        models = {"base": settings.model, "new": candidate}
+        models = {
+            "base": (settings.model, {}),
+            "new": (candidate, prompt_settings(state["stages"]["grpo"]["config"])),
+        }
         if previous:
-            models["previous"] = previous.name
-        for key, model in models.items():
+            models["previous"] = (previous.name, prompt_settings(previous.config))
+        for key, (model, prompt) in models.items():
             summary = evaluate(
                 questions,
                 db_path=settings.db_path,
                 out_dir=folder / "eval" / key,
-                settings=settings.model_copy(update={"model": model}),
+                settings=settings.model_copy(update={"model": model, **prompt}),
                 questions_path=test_path,
             )
             out[key] = {**_headline(summary), "model": model, "out_dir": str(folder / "eval" / key)}

@@ -158,7 +158,10 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole trajectory as JSON.")] = False,
 ) -> None:
     """Ask the agent a question about one inbox: prints its tool calls, answer and sources."""
-    settings = Settings(**({"model": model} if model else {}))
+    from train.registry import agent_settings
+
+    settings = Settings()
+    settings = agent_settings(settings, model or settings.model)
     db_path = db or settings.db_path
     database, mailbox = _open(db_path, inbox)
     day = query_date or (mailbox.last_date or "")[:10]

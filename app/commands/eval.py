@@ -72,6 +72,7 @@ def run(
         return
     from judge.evaluate import EvalError, default_out_dir, evaluate
     from synth_data.questions import QuestionFileError, default_questions_path, load_questions
+    from train.registry import agent_settings
 
     base = Settings()
     overrides = {
@@ -84,6 +85,7 @@ def run(
         "timeout_s": timeout,
     }
     settings = base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    settings = agent_settings(settings, settings.model)
     questions_path = questions or default_questions_path()
     db_path = db or settings.db_path
     out_dir = out or default_out_dir(settings)

@@ -70,7 +70,9 @@ def pick_model(settings: Settings) -> ModelChoice:
         if not model:
             return ModelChoice(chosen, "Enter the hosted model's name in the sidebar.")
         return ModelChoice(chosen)
-    chosen = settings.model_copy(update={"model": name})
+    from train.registry import agent_settings
+
+    chosen = agent_settings(settings, name)
     if problem is None and name in registered_adapters(settings):
         problem = ensure_adapter_loaded(chosen, name)
     return ModelChoice(chosen, problem)
