@@ -18,6 +18,7 @@ from train.env import (
     InboxEnvironment,
     build_dataset,
     make_reward,
+    run_last_turn,
     template_messages,
     to_trajectory,
     use_serving_tool_schemas,
@@ -111,6 +112,21 @@ def test_trajectory_endings(env: InboxEnvironment) -> None:
     assert to_trajectory(env, [], completion).ended == "max_turns"
 
 
+def test_an_answer_on_the_last_allowed_turn_counts(env: InboxEnvironment) -> None:
+    """TRL does not run the last turn's tool calls (max_tool_calling_iterations = max_turns - 1)."""
+    completion = _rollout(env, ("search_emails", {"keywords": ["gas", "forecast"]}))
+    answer = {"answer": "$5.10 at Henry Hub", "sources": ["<m1.alice@example.com>"]}
+    last_turn = {"role": "assistant", "content": "", "tool_calls": [_call("return_final_answer", answer)]}
+    completion.append(last_turn)
+    assert to_trajectory(env, [], completion).ended == "max_turns"  # as TRL leaves it
+    run_last_turn(env, completion)
+    traj = to_trajectory(env, [], completion)
+    assert traj.ended == "answered" and traj.answer == "$5.10 at Henry Hub"
+    assert [c.name for c in traj.tool_calls] == ["search_emails", "return_final_answer"]
+    run_last_turn(env, completion)  # already run: not run twice
+    assert len(env.calls) == 2
+
+
 def test_reward_is_the_judge_reward(tools_db_path: Path) -> None:
     """Right answer > honest "I don't know" > wrong answer > no answer, with metrics logged."""
     db = open_db(tools_db_path)
@@ -188,8 +204,8 @@ def test_sft_tokens_are_the_serving_rendering_with_each_calls_own_arguments(
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)
     examples, _ = qa_examples([GAS], open_db(tools_db_path))
-    rows, too_long = tokenize_examples(examples, tokenizer, max_length=100_000)
-    assert too_long == 0 and len(rows) == 1
+    rows, kept = tokenize_examples(examples, tokenizer, max_length=100_000)
+    assert kept == examples and len(rows) == 1
     ids, mask = rows[0]["input_ids"], rows[0]["assistant_masks"]
     served = tokenizer.apply_chat_template(
         examples[0]["messages"], tools=InboxTools.schemas(), tokenize=True, return_dict=True
@@ -200,7 +216,7 @@ def test_sft_tokens_are_the_serving_rendering_with_each_calls_own_arguments(
     assert learned.count("<tool_call>") == 4  # the worked example, search, read, answer
     assert '"name": "read_email", "arguments": {"message_id": "<m1.alice@example.com>"}' in learned
     assert "Henry Hub" in learned and GAS.question not in learned  # the user turn is not learned
-    assert tokenize_examples(examples, tokenizer, max_length=len(ids) - 1) == ([], 1)
+    assert tokenize_examples(examples, tokenizer, max_length=len(ids) - 1) == ([], [])
 
 
 def test_question_filter_drops_groups_without_signal(scripted, tools_db_path: Path, tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 from env.config import Settings
 from env.db import get_inbox, open_db
 from env.prompt import build_messages
-from env.tools import TOOL_NAMES, InboxTools, make_tools
+from env.tools import MAX_BODY_CHARS, TOOL_NAMES, InboxTools, make_tools
 from env.trajectory import ToolCall, Trajectory, Turn
 from synth_data.questions import Question
 
@@ -104,8 +104,9 @@ class InboxEnvironment:
     read_email = _tool_method("read_email")
     return_final_answer = _tool_method("return_final_answer")
 
-    def __init__(self, db_path: str | Path) -> None:
+    def __init__(self, db_path: str | Path, max_body_chars: int | None = MAX_BODY_CHARS) -> None:
         self.db = open_db(db_path)
+        self.max_body_chars = max_body_chars
         self.tools: InboxTools | None = None
         self.question: Question | None = None
         self.calls: list[ToolCall] = []
@@ -115,14 +116,16 @@ class InboxEnvironment:
         self.started = 0.0
 
     @classmethod
-    def factory(cls, db_path: str | Path) -> Callable[[], InboxEnvironment]:
+    def factory(
+        cls, db_path: str | Path, max_body_chars: int | None = MAX_BODY_CHARS
+    ) -> Callable[[], InboxEnvironment]:
         """A no-argument constructor for ``GRPOTrainer(environment_factory=...)``."""
-        return functools.partial(cls, db_path)
+        return functools.partial(cls, db_path, max_body_chars)
 
     def reset(self, **row: Any) -> None:
         """Start a rollout on the dataset row's question (the prompt already holds it)."""
         self.question = Question.from_dict(json.loads(row["question_json"]))
-        self.tools = make_tools(self.db, row["inbox"], row["query_date"])
+        self.tools = make_tools(self.db, row["inbox"], row["query_date"], max_body_chars=self.max_body_chars)
         self.calls, self.answer, self.sources, self.finished = [], None, [], False
         self.started = time.time()
         return None
@@ -143,6 +146,30 @@ class InboxEnvironment:
             data = json.loads(result.content)
             self.answer, self.sources, self.finished = data["answer"], list(data["sources"]), True
         return record.content
+
+
+def run_last_turn(environment: InboxEnvironment, completion: list[dict]) -> None:
+    """Run the tool calls of the rollout's last turn when TRL left them unrun, as serving would.
+
+    TRL runs tools only ``max_tool_calling_iterations`` times (``max_turns - 1``), so the calls of
+    the last allowed turn never run: a ``return_final_answer`` there would not count and the
+    rollout would end as out of turns, although the serving loop (``env.agent``) ends it answered.
+    Only a last turn with no tool messages after it, and calls the environment has not recorded,
+    is run (a turn whose results TRL rolled back for length has run already).
+    """
+    if not completion or completion[-1].get("role") != "assistant":
+        return
+    last = completion[-1].get("tool_calls") or []
+    made = sum(len(m.get("tool_calls") or []) for m in completion if m.get("role") == "assistant")
+    if not last or len(environment.calls) >= made:
+        return
+    for call in last:
+        function = call.get("function") or {}
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            with contextlib.suppress(json.JSONDecodeError):
+                arguments = json.loads(arguments)
+        environment._call(str(function.get("name")), arguments if isinstance(arguments, dict) else {})
 
 
 def to_trajectory(
@@ -231,6 +258,7 @@ def make_reward(settings: Settings, reward_config: Any = None) -> Callable[..., 
         rewards: list[float | None] = []
         verdicts, trajectories, errors = [], [], 0
         for prompt, completion, environment in zip(prompts, completions, environments, strict=True):
+            run_last_turn(environment, completion)
             traj = to_trajectory(environment, prompt, completion)
             q = environment.question
             assert q is not None

@@ -96,7 +96,7 @@ def train_grpo(
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        environment_factory=InboxEnvironment.factory(settings.db_path),
+        environment_factory=InboxEnvironment.factory(settings.db_path, config.max_body_chars),
         callbacks=[make_callback(folder / METRICS, stage="grpo")],
     )
     use_serving_tool_schemas(trainer)
@@ -132,7 +132,14 @@ def filter_questions(
     from env.agent import arun_batch
     from judge.judge import JudgeError, judge_answer
 
-    policy = settings.model_copy(update={"temperature": config.temperature, "max_turns": config.max_turns})
+    policy = settings.model_copy(
+        update={
+            "temperature": config.temperature,
+            "max_turns": config.max_turns,
+            "few_shot": config.few_shot,
+            "max_body_chars": config.max_body_chars,
+        }
+    )
     items = [q for q in questions for _ in range(config.filter_samples)]
     trajectories = asyncio.run(
         arun_batch(items, db=settings.db_path, settings=policy, description="filter rollouts")

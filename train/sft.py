@@ -28,7 +28,7 @@ from typing import Any
 from env.config import Settings
 from env.db import get_inbox, open_db, resolve_message_ids
 from env.prompt import I_DONT_KNOW, build_messages
-from env.tools import InboxTools, ToolError, make_tools
+from env.tools import MAX_BODY_CHARS, InboxTools, ToolError, make_tools
 from synth_data.questions import Question
 from train.config import InboxSFTConfig
 from train.env import template_messages
@@ -105,7 +105,9 @@ def _tool_message(index: int, name: str, content: str) -> dict:
     return {"role": "tool", "tool_call_id": f"call_{index}", "name": name, "content": content}
 
 
-def qa_trajectory(question: Question, db: Any, *, few_shot: bool = True) -> list[dict] | None:
+def qa_trajectory(
+    question: Question, db: Any, *, few_shot: bool = True, max_body_chars: int | None = MAX_BODY_CHARS
+) -> list[dict] | None:
     """An OpenAI-format conversation that answers ``question`` with the real tools, or None.
 
     Answerable: ``search_emails`` with keywords that return a cited email, ``read_email`` on the
@@ -114,7 +116,7 @@ def qa_trajectory(question: Question, db: Any, *, few_shot: bool = True) -> list
     Unanswerable: one search with the question's words, then "I don't know" with no sources.
     """
     inbox = get_inbox(db, question.inbox_key)
-    tools = make_tools(db, inbox, question.query_date)
+    tools = make_tools(db, inbox, question.query_date, max_body_chars=max_body_chars)
     messages = build_messages(question.question, inbox, question.query_date, few_shot=few_shot)
     step = 0
 
@@ -166,12 +168,14 @@ def qa_trajectory(question: Question, db: Any, *, few_shot: bool = True) -> list
     return messages
 
 
-def qa_examples(questions: list[Question], db: Any, *, few_shot: bool = True) -> tuple[list[dict], list[str]]:
+def qa_examples(
+    questions: list[Question], db: Any, *, few_shot: bool = True, max_body_chars: int | None = MAX_BODY_CHARS
+) -> tuple[list[dict], list[str]]:
     """SFT examples (``messages`` + serving ``tools``) from QA pairs; also the ids of questions skipped."""
     tools = json.dumps(InboxTools.schemas())
     examples, skipped = [], []
     for q in questions:
-        messages = qa_trajectory(q, db, few_shot=few_shot)
+        messages = qa_trajectory(q, db, few_shot=few_shot, max_body_chars=max_body_chars)
         if messages is None:
             skipped.append(q.id)
             continue
@@ -196,6 +200,7 @@ def teacher_examples(
             for k, v in {"model": config.teacher_model, "base_url": config.teacher_base_url}.items()
             if v is not None
         }
+        | {"few_shot": config.few_shot, "max_body_chars": config.max_body_chars}
     )
     if config.teacher_api_key_env:
         import os
@@ -229,7 +234,7 @@ def teacher_examples(
 # Training
 
 
-def tokenize_examples(examples: list[dict], tokenizer: Any, max_length: int) -> tuple[list[dict], int]:
+def tokenize_examples(examples: list[dict], tokenizer: Any, max_length: int) -> tuple[list[dict], list[dict]]:
     """Each example's ``input_ids`` and ``assistant_masks``; drops those over ``max_length`` tokens.
 
     Rendered here, before ``datasets`` sees the messages: a column of messages merges every tool
@@ -237,12 +242,12 @@ def tokenize_examples(examples: list[dict], tokenizer: Any, max_length: int) -> 
     ``{"keywords": null, "message_id": "...", "answer": null, "sources": null}`` and teach the model
     to mix the tools' arguments up. Truncating instead of dropping would cut off the final answer.
     The masks come from TRL's training variant of the chat template (``{% generation %}`` markers).
-    Returns the rows kept and how many were too long.
+    Returns the token rows and the examples they came from (both without the ones too long).
     """
     from trl.chat_template_utils import get_training_chat_template
 
     template = get_training_chat_template(tokenizer)
-    rows, too_long = [], 0
+    rows, kept = [], []
     for ex in examples:
         out = tokenizer.apply_chat_template(
             ex["messages"],
@@ -253,10 +258,10 @@ def tokenize_examples(examples: list[dict], tokenizer: Any, max_length: int) -> 
             return_assistant_tokens_mask=True,
         )
         if len(out["input_ids"]) > max_length:
-            too_long += 1
             continue
         rows.append({"input_ids": list(out["input_ids"]), "assistant_masks": list(out["assistant_masks"])})
-    return rows, too_long
+        kept.append(ex)
+    return rows, kept
 
 
 def train_sft(
@@ -286,16 +291,19 @@ def train_sft(
     if config.source == "teacher":
         examples, skipped = teacher_examples(settings, config, selected, progress=progress)
     else:
-        examples, skipped = qa_examples(selected, db, few_shot=config.few_shot)
+        examples, skipped = qa_examples(
+            selected, db, few_shot=config.few_shot, max_body_chars=config.max_body_chars
+        )
     tokenizer = load_tokenizer(base_model)
-    rows, too_long = tokenize_examples(examples, tokenizer, config.max_length)
+    rows, kept = tokenize_examples(examples, tokenizer, config.max_length)
+    too_long = len(examples) - len(kept)
     if not rows:
         raise ValueError(
             f"No SFT trajectories from {len(selected)} questions ({len(skipped)} had no usable trajectory, "
             f"{too_long} longer than max_length={config.max_length}). Raise max_length or add questions."
         )
     with (folder / "sft_data.jsonl").open("w", encoding="utf-8") as f:
-        f.writelines(json.dumps(ex, ensure_ascii=False) + "\n" for ex in examples)
+        f.writelines(json.dumps(ex, ensure_ascii=False) + "\n" for ex in kept)
 
     model, peft_config = load_policy(settings, config, base_model, device)
     trainer = SFTTrainer(
