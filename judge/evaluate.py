@@ -315,7 +315,8 @@ async def aevaluate(
     rejudge = [q for q in questions if q.id in done and done[q.id].get("judge_error")]
     results = out_dir / RESULTS
 
-    if client is None and todo:
+    own_client = client is None and bool(todo)
+    if own_client:
         from env.model import make_client
 
         client = make_client(settings)
@@ -380,7 +381,11 @@ async def aevaluate(
             finish(row)
 
         crashed: list[str] = []
-        await asyncio.gather(*(one(q) for q in rejudge + todo))
+        try:
+            await asyncio.gather(*(one(q) for q in rejudge + todo))
+        finally:
+            if own_client:  # closed inside the loop: left to the GC it fails with "Event loop is closed"
+                await client.close()
     tracer.flush()
     summary = write_outputs(out_dir, questions, meta)
     if crashed:
