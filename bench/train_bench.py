@@ -2,14 +2,21 @@
 
     python bench/train_bench.py --home /tmp/train-bench            # every stage; reruns skip finished ones
     python bench/train_bench.py --home /tmp/train-bench --sft-steps 40 --grpo-steps 10 --eval-limit 30
+    # train on a GPU machine (same configuration, device cuda), evaluate on the CPU one:
+    python bench/train_bench.py --home H --device cuda --models ''     # then copy H/runs over, and
+    python bench/train_bench.py --home H --stages ''                   # evaluates and writes the report
 
 1. Ingest the shipped default inbox (allen-p, grigsby-m, south-s) into ``<home>/inbox.db``.
-2. Train questions: template pairs of allen-p and grigsby-m (``synth_data``, no LLM).
+2. Train questions: template pairs of allen-p and grigsby-m (``synth_data``, no LLM) and the
+   shipped LLM-written questions of those two inboxes (unanswerable ones included).
    Held-out test sets, from south-s only: its template pairs, and the shipped LLM-written questions.
 3. SFT (trajectories built from the train pairs), then GRPO from the SFT adapter (``configs/``).
-4. Evaluate the base model, SFT and SFT+GRPO on both test sets through one vLLM server
-   (``judge.evaluate``, deterministic judge), and compare them with a paired bootstrap
-   (``judge.compare``).
+   The adapters learn without the prompt's worked example (``few_shot = false``) and are served
+   without it; the base model keeps it (zero-shot it never calls a tool).
+4. Evaluate the base model, SFT and SFT+GRPO on both test sets (``judge.evaluate``, deterministic
+   judge) through the vLLM server, one model at a time, each adapter merged into the base weights
+   (vLLM's CPU build runs LoRA layers ~10x slower), every model with the same tools and turn budget;
+   compare them with a paired bootstrap (``judge.compare``).
 5. Write ``bench/results/train.md`` and ``train.json``: accuracy / hallucination / abstention per
    model and set, differences vs base with 95% CIs and p-values, the GRPO reward curve, and step time
    and peak memory per training configuration.
@@ -46,23 +53,26 @@ def prepare_data(home: Path, per_inbox: int) -> dict[str, Path]:
     files["test-llm"] = home / "test-llm.jsonl"
     if not files["train"].exists():
         config = SynthConfig(n=per_inbox, generator="template")
+        shipped = load_questions(default_questions_path())
         train = [
             q for key in TRAIN_INBOXES for q in generate(db, get_inbox(db, key), config, progress=False)[0]
         ]
-        save_questions(files["train"], train)
+        save_questions(files["train"], train + [q for q in shipped if q.mailbox in TRAIN_INBOXES])
         test, _ = generate(
             db, get_inbox(db, TEST_INBOX), SynthConfig(n=per_inbox, generator="template"), progress=False
         )
         save_questions(files["test-template"], test)
-        shipped = [q for q in load_questions(default_questions_path()) if q.mailbox == TEST_INBOX]
-        save_questions(files["test-llm"], shipped)
+        save_questions(files["test-llm"], [q for q in shipped if q.mailbox == TEST_INBOX])
     return {"db": db_path, **files}
 
 
 def train(
-    home: Path, data: dict[str, Path], sft_steps: int, grpo_steps: int, model: str | None, stages: list[str]
+    home: Path, data: dict[str, Path], model: str, stages: list[str], overrides: dict[str, dict]
 ) -> dict:
-    """SFT then GRPO from it; returns the TrainResults as dicts (a finished run is reused)."""
+    """SFT then GRPO from it; returns the TrainResults as dicts (a finished run is reused).
+
+    ``overrides`` holds each stage's config values on top of its ``configs/`` file (``--sft-set``...).
+    """
     import importlib
 
     from env.config import Settings
@@ -71,99 +81,110 @@ def train(
     settings = Settings(home=home, db=data["db"])
     sft_adapter = str(home / "runs" / "sft-bench" / "adapter")
     out = {}
-    for stage, cls, overrides in (
-        # One trajectory per step: about 17 s on 2 idle cores.
-        ("sft", InboxSFTConfig, {"max_steps": sft_steps, "batch_size": 1, "gradient_accumulation_steps": 1}),
-        ("grpo", InboxGRPOConfig, {"max_steps": grpo_steps, "init_adapter": sft_adapter}),
+    for stage, cls, file, extra in (
+        ("sft", InboxSFTConfig, "sft-cpu.toml", {}),
+        ("grpo", InboxGRPOConfig, "grpo-cpu-bench.toml", {"init_adapter": sft_adapter}),
     ):
+        result_file = home / "runs" / f"{stage}-bench" / "result.json"
+        if result_file.exists():  # trained earlier, here or on another machine (see the docstring)
+            device = result_file.with_name("device.txt")
+            out[stage] = {
+                **json.loads(result_file.read_text()),
+                "device": device.read_text().strip() if device.exists() else "unknown",
+            }
+            continue
         if stage not in stages:
             continue
-        result_file = home / "runs" / f"{stage}-bench" / "result.json"
-        if result_file.exists():
-            out[stage] = json.loads(result_file.read_text())
-            continue
-        file = ROOT / "configs" / ("sft-cpu.toml" if stage == "sft" else "grpo-cpu-bench.toml")
-        values = {**overrides, "questions": str(data["train"]), "base_model": model, "inboxes": TRAIN_INBOXES}
-        config = load_config(cls, "cpu", file, values)
+        values = {
+            **extra,
+            **overrides[stage],
+            "questions": str(data["train"]),
+            "base_model": model,
+            "inboxes": TRAIN_INBOXES,
+        }
+        config = load_config(cls, "cpu", ROOT / "configs" / file, values)
         fn = getattr(
             importlib.import_module(f"train.{stage}"), f"train_{stage}"
         )  # imported late: stage by stage
         started = time.monotonic()
         result = fn(settings, config, name=f"{stage}-bench")
-        out[stage] = {**result.to_dict(), "wall_s": time.monotonic() - started}
+        wall_s = time.monotonic() - started
+        out[stage] = {**result.to_dict(), "wall_s": wall_s, "device": _device_name(config)}
+        (home / "runs" / f"{stage}-bench" / "device.txt").write_text(out[stage]["device"] + "\n")
     return out
+
+
+def _device_name(config: object) -> str:
+    """The hardware a stage trained on, as the report names it."""
+    import torch
+
+    if config.resolved_device() == "cuda":
+        return torch.cuda.get_device_name(0)
+    return f"CPU, {os.cpu_count()} cores"
 
 
 def evaluate_all(
     home: Path,
     data: dict[str, Path],
-    trained: dict,
-    port: int,
-    limit: int | None,
+    model_dir: str,
+    args: argparse.Namespace,
     labels: tuple[str, ...] = ("base", "sft", "sft+grpo"),
-    server: str | None = None,
 ) -> dict:
-    """Each model on each test set, through one vLLM server serving both adapters.
+    """Each model on each test set, one vLLM server per model; returns the paired comparisons.
 
-    ``labels`` picks the models (base, sft, sft+grpo): the base model needs no training, so it
-    can be evaluated while the adapters train; a later run reuses finished evaluations.
-    ``server`` is the base URL of a vLLM server already serving the base model (with runtime LoRA
-    loading): the adapters are loaded into it instead of starting a server here.
+    The adapters are merged into the base weights first (``train.loading.merge_adapter``) and
+    served with the prompt they were trained with (``train.registry.prompt_settings``); the base
+    model gets the default prompt, worked example included. Every model has the same tools
+    (``--max-body-chars``) and turn budget (``--eval-turns``). A later run reuses finished
+    evaluations.
     """
     from env.config import Settings
-    from env.model import load_adapter, serve, stop
+    from env.model import serve, stop
     from judge.compare import compare
     from judge.evaluate import evaluate
     from synth_data.questions import load_questions
+    from train.loading import merge_adapter
+    from train.registry import prompt_settings
 
-    # The same turn budget for every model; short, so a rambling 135M model cannot stall the bench.
     base = Settings(
         home=home,
         db=data["db"],
-        serve_port=port,
-        base_url=server or f"http://127.0.0.1:{port}/v1",
+        serve_port=args.port,
+        base_url=f"http://127.0.0.1:{args.port}/v1",
         concurrency=4,
-        max_turns=3,
+        max_turns=args.eval_turns,
+        max_body_chars=args.max_body_chars,
         serve_max_model_len=4096,
     )
-    names = {"base": base.model, "sft": "e-sft-bench", "sft+grpo": "e-grpo-bench"}
-    stage_of = {"sft": "sft", "sft+grpo": "grpo"}
-    models = {label: names[label] for label in labels}
-    adapters = {names[x]: Path(trained[stage_of[x]]["adapter_dir"]) for x in labels if x != "base"}
-    out: dict = {}
-    todo = [
-        (s, m)
-        for s in ("test-template", "test-llm")
-        for m in models
-        if not (home / "evals" / s / m / "summary.json").exists()
-    ]
-    started = bool(todo) and server is None
-    if started:
-        serve(base, model_dir=Path(trained["model"]), adapters=adapters)
-    elif todo:
-        for name, path in adapters.items():
-            load_adapter(base, name, path)
-    try:
-        for test_set in ("test-template", "test-llm"):
-            questions = load_questions(data[test_set])
-            for label, model in models.items():
-                folder = home / "evals" / test_set / label
-                if not (folder / "summary.json").exists():
-                    evaluate(
-                        questions,
-                        db_path=data["db"],
-                        out_dir=folder,
-                        settings=base.model_copy(update={"model": model}),
-                        limit=limit,
-                        questions_path=data[test_set],
-                        progress=False,
-                    )
-            if len(models) > 1:
-                out[test_set] = compare([home / "evals" / test_set / label for label in models])
-    finally:
-        if started:
-            stop(base)
-    return out
+    run_of = {"sft": "sft-bench", "sft+grpo": "grpo-bench"}
+    test_sets = ("test-template", "test-llm")
+    for label in labels:
+        todo = [s for s in test_sets if not (home / "evals" / s / label / "summary.json").exists()]
+        if not todo:
+            continue
+        settings, served = base, Path(model_dir)
+        if label != "base":
+            run = home / "runs" / run_of[label]
+            config = json.loads((run / "train.json").read_text())["config"]
+            served = merge_adapter(run / "adapter", home / "merged" / run_of[label], base_model=model_dir)
+            settings = base.model_copy(update={"model": f"e-{run_of[label]}", **prompt_settings(config)})
+        serve(settings, model_dir=served)
+        try:
+            for test_set in todo:
+                evaluate(
+                    load_questions(data[test_set]),
+                    db_path=data["db"],
+                    out_dir=home / "evals" / test_set / label,
+                    settings=settings,
+                    limit=args.eval_limit,
+                    questions_path=data[test_set],
+                    progress=False,
+                )
+        finally:
+            stop(settings)
+    if len(labels) < 2:
+        return {}
+    return {s: compare([home / "evals" / s / label for label in labels]) for s in test_sets}
 
 
 def _metric_rows(comparison: dict) -> list[str]:
@@ -178,7 +199,8 @@ def _metric_rows(comparison: dict) -> list[str]:
         for r in comparison["runs"][1:]:
             t = entry["vs_baseline"].get(r["name"])
             deltas.append(
-                f"{t['diff']:+.3f} [{t['ci_low']:+.3f}, {t['ci_high']:+.3f}] p={t['p_value']:.3f}"
+                f"{t['diff']:+.3f} [{t['ci_low']:+.3f}, {t['ci_high']:+.3f}] "
+                + (f"p={t['p_value']:.3f}" if t["p_value"] >= 0.001 else "p<0.001")
                 if t
                 else "n/a"
             )
@@ -186,27 +208,35 @@ def _metric_rows(comparison: dict) -> list[str]:
     return lines
 
 
-def _train_rows(trained: dict) -> list[str]:
+def _train_rows(homes: list[Path]) -> list[str]:
+    """A row per training run in ``homes`` (this bench's, ``--timing-home`` ones): device, shape, speed."""
     from train.metrics import read_metrics
 
     lines = []
-    for stage in ("sft", "grpo"):
-        result = trained[stage]
-        records = read_metrics(result["metrics_path"])
-        times = [r["step_time_s"] for r in records if "step_time_s" in r]
-        peak = max((r.get("peak_rss_mb", 0) for r in records), default=0)
-        mean_time = sum(times) / len(times) if times else float("nan")
-        cfg = json.loads((Path(result["run_dir"]) / "train.json").read_text())["config"]
-        shape = (
-            f"batch {cfg['batch_size']}x{cfg['gradient_accumulation_steps']}, max_length {cfg['max_length']}"
-            if stage == "sft"
-            else f"{cfg['questions_per_step']} questions x {cfg['num_generations']} rollouts, "
-            f"max_completion_length {cfg['max_completion_length']}, max_turns {cfg['max_turns']}"
-        )
-        lines.append(
-            f"| {stage} | {shape} | {result['steps']} | {mean_time:.1f} | {peak / 1024:.2f} | "
-            f"{result['train_runtime_s']:.0f} |"
-        )
+    for home in homes:
+        for stage in ("sft", "grpo"):
+            folder = home / "runs" / f"{stage}-bench"
+            if not (folder / "result.json").exists():
+                continue
+            result = json.loads((folder / "result.json").read_text())
+            device = (folder / "device.txt").read_text().strip() if (folder / "device.txt").exists() else "?"
+            records = read_metrics(folder / "metrics.jsonl")
+            times = [r["step_time_s"] for r in records if "step_time_s" in r]
+            rss = max((r.get("peak_rss_mb", 0) for r in records), default=0)
+            cuda = max((r.get("peak_cuda_mb", 0) for r in records), default=0)
+            cfg = json.loads((folder / "train.json").read_text())["config"]
+            shape = (
+                f"batch {cfg['batch_size']}x{cfg['gradient_accumulation_steps']}, "
+                f"max_length {cfg['max_length']}"
+                if stage == "sft"
+                else f"{cfg['questions_per_step']} questions x {cfg['num_generations']} rollouts, "
+                f"max_completion_length {cfg['max_completion_length']}, max_turns {cfg['max_turns']}"
+            )
+            timing = f"{sum(times) / len(times):.1f} ({min(times):.1f}-{max(times):.1f})" if times else "n/a"
+            lines.append(
+                f"| {stage} | {device} | {shape} | {result['steps']} | {timing} | {rss / 1024:.2f} | "
+                f"{f'{cuda / 1024:.2f}' if cuda else '-'} | {result['train_runtime_s']:.0f} |"
+            )
     return lines
 
 
@@ -242,29 +272,34 @@ def write_report(trained: dict, comparisons: dict, args: argparse.Namespace) -> 
     from train.metrics import plot_metrics, read_metrics
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    plot = plot_metrics(
-        trained["grpo"]["metrics_path"], RESULTS / "train_grpo_curve.png", title="GRPO (CPU bench)"
-    )
-    rewards = [
-        (r["step"], r["reward"], r.get("zero_signal_share"))
-        for r in read_metrics(trained["grpo"]["metrics_path"])
-        if "reward" in r
-    ]
+    grpo_metrics = args.home / "runs" / "grpo-bench" / "metrics.jsonl"
+    plot = plot_metrics(grpo_metrics, RESULTS / "train_grpo_curve.png", title="GRPO (train bench)")
+    sft_metrics = args.home / "runs" / "sft-bench" / "metrics.jsonl"
+    sft_plot = plot_metrics(sft_metrics, RESULTS / "train_sft_curve.png", title="SFT (train bench)")
+    rewards = [r for r in read_metrics(grpo_metrics) if "reward" in r]
+    devices = {stage: trained[stage].get("device", "?") for stage in ("sft", "grpo")}
     lines = [
-        "# Training benchmark (CPU, embedded SmolLM2-135M)",
+        "# Training benchmark (embedded SmolLM2-135M)",
         "",
-        f"Command: `python bench/train_bench.py --home {args.home} --sft-steps {args.sft_steps} "
-        f"--grpo-steps {args.grpo_steps} --per-inbox {args.per_inbox}"
+        f"Command: `python bench/train_bench.py --home {args.home} --per-inbox {args.per_inbox} "
+        f"--device {args.device} --sft-steps {args.sft_steps} --grpo-steps {args.grpo_steps}"
+        + "".join(f" --sft-set {x}" for x in args.sft_set)
+        + "".join(f" --grpo-set {x}" for x in args.grpo_set)
+        + f" --max-body-chars {args.max_body_chars} --eval-turns {args.eval_turns}"
         + (f" --eval-limit {args.eval_limit}" if args.eval_limit else "")
         + "`",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, no GPU; load average "
+        f"Training: SFT on {devices['sft']}, GRPO on {devices['grpo']}. Evaluation here: vLLM CPU server "
+        f"on {platform.machine()}, {os.cpu_count()} cores; load average "
         f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1/5/15 min) when this report was written. "
-        f"Training {sum(trained[s]['train_runtime_s'] for s in ('sft', 'grpo')) / 60:.0f} min, "
+        f"Training {sum(trained[s]['train_runtime_s'] for s in ('sft', 'grpo')) / 60:.1f} min, "
         f"evaluation {_eval_minutes(args.home):.0f} min.",
         "",
-        f"Train: template pairs of {', '.join(TRAIN_INBOXES)} ({trained['sft']['n_questions']} questions). "
+        f"Train: template pairs and the shipped LLM-written questions of {', '.join(TRAIN_INBOXES)} "
+        f"({trained['sft']['n_questions']} questions). "
         f"Test: inbox {TEST_INBOX}, never trained on: its template pairs and the shipped LLM-written "
-        "questions.",
+        "questions. Every model gets the same tools (read_email shows "
+        f"{args.max_body_chars:,} characters) and {args.eval_turns} turns; the adapters are served "
+        "without the worked example they were trained without, the base model with it.",
         "Judge: deterministic. Differences are vs the base model, paired by question, 95% bootstrap CI "
         "(10,000 resamples) and two-sided p-value.",
         "",
@@ -289,20 +324,35 @@ def write_report(trained: dict, comparisons: dict, args: argparse.Namespace) -> 
         "",
         "## GRPO reward curve",
         "",
-        "| step | reward mean | share of groups with equal rewards |",
-        "|---:|---:|---:|",
-        *[f"| {s} | {r:.3f} | {z if z is not None else 'n/a'} |" for s, r, z in rewards],
+        "| step | reward mean | reward std | groups with equal rewards | accuracy | answered "
+        "| hallucinated |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+        *[
+            "| "
+            + " | ".join(
+                [str(r["step"]), f"{r['reward']:.3f}"]
+                + [f"{r.get(k, float('nan')):.2f}" for k in ("reward_std", "zero_signal_share")]
+                + [f"{r.get(k, float('nan')):.2f}" for k in ("inbox/accuracy", "inbox/answered")]
+                + [f"{r.get('inbox/hallucination', float('nan')):.2f}"]
+            )
+            + " |"
+            for r in rewards
+        ],
         "",
         f"![GRPO metrics]({plot.name})" if plot else "",
         "",
+        f"SFT loss: ![SFT]({sft_plot.name})" if sft_plot else "",
+        "",
         "## Step time and peak memory",
         "",
-        "| stage | configuration | steps | s/step | peak RSS (GB) | train time (s) |",
-        "|---|---|---:|---:|---:|---:|",
-        *_train_rows(trained),
+        "| stage | device | configuration | steps | s/step (mean, min-max) | peak RSS (GB) | "
+        "peak GPU (GB) | train time (s) |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+        *_train_rows([args.home, *args.timing_home]),
         "",
     ]
     (RESULTS / "train.md").write_text("\n".join(lines) + "\n")
+    _copy_raw(args.home, RESULTS / "train_evals")
     (RESULTS / "train.json").write_text(
         json.dumps(
             {"trained": trained, "comparisons": comparisons, "eval_minutes": _eval_minutes(args.home)},
@@ -313,9 +363,25 @@ def write_report(trained: dict, comparisons: dict, args: argparse.Namespace) -> 
     )
 
 
+def _copy_raw(home: Path, out: Path) -> None:
+    """The raw data behind the report: judged rollouts, eval summaries, training metrics and settings."""
+    shutil.rmtree(out, ignore_errors=True)
+    for summary in sorted((home / "evals").glob("*/*/summary.json")):
+        target = out / summary.parent.parent.name / summary.parent.name
+        target.mkdir(parents=True)
+        for name in ("results.jsonl", "summary.json"):
+            shutil.copy(summary.parent / name, target / name)
+    for stage in ("sft", "grpo"):
+        run = home / "runs" / f"{stage}-bench"
+        for name in ("metrics.jsonl", "train.json", "device.txt"):
+            if (run / name).exists():
+                shutil.copy(run / name, out / f"{stage}-{name}")
+
+
 def main() -> None:
     from env.config import Settings
     from env.model import prepare_embedded_model
+    from train.config import InboxGRPOConfig, InboxSFTConfig, parse_overrides
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -323,12 +389,23 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=Path("/tmp/train-bench"))
     parser.add_argument("--model", default=None, help="Base model folder (default: the embedded model).")
     parser.add_argument("--per-inbox", type=int, default=40, help="Template pairs per inbox.")
-    parser.add_argument("--sft-steps", type=int, default=40)
+    parser.add_argument("--sft-steps", type=int, default=40, help="-1: the config's num_epochs.")
     parser.add_argument("--grpo-steps", type=int, default=10)
+    parser.add_argument("--sft-set", action="append", default=[], help="SFT config KEY=VALUE (repeatable).")
+    parser.add_argument("--grpo-set", action="append", default=[], help="GRPO config KEY=VALUE (repeatable).")
+    parser.add_argument("--device", default="cpu", help="Train on cpu or cuda (the evaluation needs vLLM).")
+    parser.add_argument("--max-body-chars", type=int, default=2000, help="read_email's cap, for every model.")
+    parser.add_argument("--eval-turns", type=int, default=4, help="Model turns per evaluation rollout.")
     parser.add_argument("--eval-limit", type=int, default=None, help="Questions per test set.")
     parser.add_argument("--port", type=int, default=8765, help="Port of the server started for the eval.")
-    parser.add_argument("--server", default=None, help="Use this running vLLM server (base URL) instead.")
     parser.add_argument("--fresh", action="store_true", help="Delete --home first.")
+    parser.add_argument(
+        "--timing-home",
+        type=Path,
+        action="append",
+        default=[],
+        help="Another bench home whose training runs join the step-time table (repeatable).",
+    )
     parser.add_argument("--models", default="base,sft,sft+grpo", help="Models to evaluate (comma-separated).")
     parser.add_argument("--stages", default="sft,grpo", help="Training stages to run (comma-separated).")
     args = parser.parse_args()
@@ -337,9 +414,14 @@ def main() -> None:
     args.home.mkdir(parents=True, exist_ok=True)
     data = prepare_data(args.home, args.per_inbox)
     model = args.model or str(prepare_embedded_model(Settings(home=args.home)))
-    stages, labels = args.stages.split(","), tuple(args.models.split(","))
-    trained = {"model": model, **train(args.home, data, args.sft_steps, args.grpo_steps, model, stages)}
-    comparisons = evaluate_all(args.home, data, trained, args.port, args.eval_limit, labels, args.server)
+    shared = {"device": args.device, "max_body_chars": args.max_body_chars}
+    overrides = {
+        "sft": {**shared, "max_steps": args.sft_steps, **parse_overrides(args.sft_set, InboxSFTConfig)},
+        "grpo": {**shared, "max_steps": args.grpo_steps, **parse_overrides(args.grpo_set, InboxGRPOConfig)},
+    }
+    trained = {"model": model, **train(args.home, data, model, args.stages.split(","), overrides)}
+    labels = tuple(x for x in args.models.split(",") if x)
+    comparisons = evaluate_all(args.home, data, model, args, labels)
     if {"sft", "grpo"} <= set(trained) and len(labels) == 3:
         write_report(trained, comparisons, args)
         print((RESULTS / "train.md").read_text())

@@ -141,3 +141,27 @@ def test_vllm_serves_the_trained_adapter(trained: Settings, vllm_server: Setting
         timeout=120,
     )
     assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"] is not None
+
+
+def test_a_merged_adapter_gives_the_adapters_logits(
+    trained: Settings, embedded_model_dir: Path, tmp_path: Path
+) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from train.loading import merge_adapter
+
+    run = get_run(trained, "sft-smoke")
+    merged_dir = merge_adapter(run.adapter_dir, tmp_path / "merged", base_model=str(embedded_model_dir))
+    assert [p.name for p in tmp_path.iterdir()] == ["merged"]  # no temp folder left
+    assert (merged_dir / "chat_template.jinja").is_file()  # the tool template travels with it
+    ids = torch.tensor([[1, 504, 3458, 314, 260, 1534, 30]])
+    with torch.no_grad():
+        base = AutoModelForCausalLM.from_pretrained(embedded_model_dir)(ids).logits
+        policy = AutoModelForCausalLM.from_pretrained(embedded_model_dir)
+        adapted = PeftModel.from_pretrained(policy, run.adapter_dir)(ids).logits
+        merged = AutoModelForCausalLM.from_pretrained(merged_dir)(ids).logits
+    assert torch.allclose(adapted, merged, atol=1e-4)
+    assert (merged - base).abs().max() > 1e-3  # the adapter is in the weights
+    assert merge_adapter(run.adapter_dir, merged_dir) == merged_dir  # an existing folder is kept
