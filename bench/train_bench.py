@@ -109,16 +109,16 @@ def train(
         started = time.monotonic()
         result = fn(settings, config, name=f"{stage}-bench")
         wall_s = time.monotonic() - started
-        out[stage] = {**result.to_dict(), "wall_s": wall_s, "device": _device_name(config)}
+        out[stage] = {**result.to_dict(), "wall_s": wall_s, "device": _device_name(config.resolved_device())}
         (home / "runs" / f"{stage}-bench" / "device.txt").write_text(out[stage]["device"] + "\n")
     return out
 
 
-def _device_name(config: object) -> str:
-    """The hardware a stage trained on, as the report names it."""
+def _device_name(device: str) -> str:
+    """The hardware a stage trained on (``cpu`` or ``cuda``), as the report names it."""
     import torch
 
-    if config.resolved_device() == "cuda":
+    if device == "cuda":
         return torch.cuda.get_device_name(0)
     return f"CPU, {os.cpu_count()} cores"
 
