@@ -87,11 +87,7 @@ def train(
     ):
         result_file = home / "runs" / f"{stage}-bench" / "result.json"
         if result_file.exists():  # trained earlier, here or on another machine (see the docstring)
-            device = result_file.with_name("device.txt")
-            out[stage] = {
-                **json.loads(result_file.read_text()),
-                "device": device.read_text().strip() if device.exists() else "unknown",
-            }
+            out[stage] = {**json.loads(result_file.read_text()), "device": _trained_on(result_file.parent)}
             continue
         if stage not in stages:
             continue
@@ -112,6 +108,12 @@ def train(
         out[stage] = {**result.to_dict(), "wall_s": wall_s, "device": _device_name(config.resolved_device())}
         (home / "runs" / f"{stage}-bench" / "device.txt").write_text(out[stage]["device"] + "\n")
     return out
+
+
+def _trained_on(run: Path) -> str:
+    """The device a bench run folder records (``device.txt``), or ``?``."""
+    file = run / "device.txt"
+    return file.read_text().strip() if file.exists() else "?"
 
 
 def _device_name(device: str) -> str:
@@ -219,7 +221,6 @@ def _train_rows(homes: list[Path]) -> list[str]:
             if not (folder / "result.json").exists():
                 continue
             result = json.loads((folder / "result.json").read_text())
-            device = (folder / "device.txt").read_text().strip() if (folder / "device.txt").exists() else "?"
             records = read_metrics(folder / "metrics.jsonl")
             times = [r["step_time_s"] for r in records if "step_time_s" in r]
             rss = max((r.get("peak_rss_mb", 0) for r in records), default=0)
@@ -234,8 +235,9 @@ def _train_rows(homes: list[Path]) -> list[str]:
             )
             timing = f"{sum(times) / len(times):.1f} ({min(times):.1f}-{max(times):.1f})" if times else "n/a"
             lines.append(
-                f"| {stage} | {device} | {shape} | {result['steps']} | {timing} | {rss / 1024:.2f} | "
-                f"{f'{cuda / 1024:.2f}' if cuda else '-'} | {result['train_runtime_s']:.0f} |"
+                f"| {stage} | {_trained_on(folder)} | {shape} | {result['steps']} | {timing} | "
+                f"{rss / 1024:.2f} | {f'{cuda / 1024:.2f}' if cuda else '-'} | "
+                f"{result['train_runtime_s']:.0f} |"
             )
     return lines
 
