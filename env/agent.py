@@ -13,7 +13,8 @@ How a rollout ends (``Trajectory.ended``):
   the model how to fix it.
 - ``model_error``: the endpoint failed for good: a timeout, 5xx or dropped connection that
   persisted through ``settings.max_retries`` retries with exponential backoff, or a non-retryable
-  error (4xx, an unreadable response).
+  error (4xx, an unreadable response). ``Trajectory.infra_error`` tells the two apart: True for
+  the infrastructure's failures (:func:`is_transient`), which say nothing about the model.
 
 Tool calls are read from the structured ``tool_calls`` field and, failing that, from
 ``<tool_call>{json}</tool_call>`` blocks in the text (small models and some servers emit those).
@@ -47,7 +48,7 @@ from env.tools import InboxTools, make_tools
 from env.trace import RolloutTrace, Tracer
 from env.trajectory import ToolCall, Trajectory, Turn
 
-__all__ = ["MAX_BAD_TURNS", "arun_agent", "arun_batch", "build_messages", "run_agent"]
+__all__ = ["MAX_BAD_TURNS", "arun_agent", "arun_batch", "build_messages", "is_transient", "run_agent"]
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,42 @@ _NAME_RE = re.compile(r'"name"\s*:\s*"([^"]*)"')
 
 
 class _ModelFailure(Exception):
-    """The endpoint failed for good (after retries, or with a non-retryable error)."""
+    """The endpoint failed for good (after retries, or with a non-retryable error).
+
+    ``infra`` is True when the failure is the infrastructure's (see :func:`is_transient`), not a
+    reply or request the model is to blame for.
+    """
+
+    def __init__(self, message: str, *, infra: bool) -> None:
+        super().__init__(message)
+        self.infra = infra
+
+
+# Statuses worth retrying, as the OpenAI client itself retries them: request timeout, conflict
+# (a server swapping adapters), rate limit, and every 5xx (502/503 from a restarting server).
+_TRANSIENT_STATUSES = (408, 409, 429)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed model call is the infrastructure's trouble, worth retrying.
+
+    Timeouts, refused/reset/dropped connections, 5xx and 408/409/429 are; a 4xx that rejects the
+    request (a prompt too long for the context) and an unreadable response are the model's.
+
+    >>> import httpx, openai
+    >>> req = httpx.Request("POST", "http://x/v1/chat/completions")
+    >>> is_transient(openai.APITimeoutError(request=req))
+    True
+    >>> def status(code):
+    ...     return openai.APIStatusError("x", response=httpx.Response(code, request=req), body=None)
+    >>> [is_transient(status(c)) for c in (400, 404, 429, 502, 503)]
+    [False, False, True, True, True]
+    """
+    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code >= 500 or exc.status_code in _TRANSIENT_STATUSES
+    return False
 
 
 @dataclass
@@ -257,6 +293,7 @@ async def _loop(
             turn.latency_s = time.time() - turn.started
             turn.error = traj.error = str(exc)
             traj.ended = "model_error"
+            traj.infra_error = exc.infra
             if span:
                 span.end(error=turn.error)
             return
@@ -369,10 +406,12 @@ async def _complete(
                 max_tokens=max_tokens,
                 timeout=settings.timeout_s,
             )
-        except (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError) as exc:
+        except (openai.OpenAIError, ValueError) as exc:
             error = _describe(exc)
+            if not is_transient(exc):  # a 4xx, or a body that is not a completion: the model's
+                raise _ModelFailure(error, infra=False) from exc
             if attempt == settings.max_retries:
-                raise _ModelFailure(f"{error} (gave up after {attempt + 1} attempts)") from exc
+                raise _ModelFailure(f"{error} (gave up after {attempt + 1} attempts)", infra=True) from exc
             delay = RETRY_BACKOFF_S * 2**attempt
             turn.retries.append(error)
             log.info("model call failed (%s); retrying in %.1f s", error, delay)
@@ -387,11 +426,9 @@ async def _complete(
             )
             await asyncio.sleep(delay)
             continue
-        except (openai.OpenAIError, ValueError) as exc:  # 4xx, or a body that is not a completion
-            raise _ModelFailure(_describe(exc)) from exc
         choices = getattr(response, "choices", None)
         if not choices or getattr(choices[0], "message", None) is None:
-            raise _ModelFailure(f"the endpoint returned no choices: {str(response)[:200]}")
+            raise _ModelFailure(f"the endpoint returned no choices: {str(response)[:200]}", infra=False)
         return choices[0].message, response
     raise AssertionError("unreachable")
 

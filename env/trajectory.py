@@ -61,6 +61,10 @@ class Trajectory:
     unless ``ended == "answered"``). ``reply`` is the text of the last assistant message, which is
     the whole reply when the model gave up without calling a tool. ``messages`` is the
     conversation in OpenAI chat format, prompt included.
+
+    ``infra_error`` is True when a ``model_error`` rollout failed for infrastructure reasons (the
+    endpoint timed out, refused or dropped the connection, or answered 5xx / 408 / 409 / 429 through
+    every retry): it says nothing about the model, so evaluation leaves it out and runs it again.
     """
 
     question: str
@@ -74,6 +78,7 @@ class Trajectory:
     reply: str | None = None
     ended: Ended = "model_error"
     error: str | None = None
+    infra_error: bool = False
     trace_id: str = ""
     started: float = 0.0
     duration_s: float = 0.0
@@ -141,7 +146,8 @@ class Trajectory:
                 lines.append(f"     {status}")
         lines.append(f"Ended: {self.ended} after {len(self.turns)} turns, {self.duration_s:.1f} s")
         if self.error:
-            lines.append(f"Error: {self.error}")
+            kind = "Infrastructure error" if self.infra_error else "Error"
+            lines.append(f"{kind}: {self.error}")
         if self.ended == "answered":
             lines.append(f"Answer: {self.answer}")
             lines.append(f"Sources: {', '.join(self.sources) or '(none)'}")

@@ -589,3 +589,44 @@ def test_ask_end_to_end_with_vllm(vllm_server, default_db_path: Path, tmp_path: 
     assert ("Answer" in out) == (traces[0]["ended"] == "answered")
     calls = TraceStore(trace_db_path(db)).get_trace(traces[0]["id"])["trajectory"].tool_calls
     assert all(f"→ {c.name}" in out for c in calls)
+
+
+@pytest.mark.parametrize(
+    ("steps", "infra"),
+    [
+        ([status(503)] * 3, True),  # a restarting server
+        ([status(502)] * 3, True),
+        ([status(429)] * 3, True),
+        ([drop()] * 3, True),  # a reset connection
+        ([hang(2.0)] * 3, True),  # a timeout
+        ([status(400, "context too long")], False),
+        ([raw("<html>not json</html>")], False),
+        ([raw(json.dumps({"id": "x", "object": "chat.completion", "choices": []}))], False),
+    ],
+    ids=["503", "502", "429", "dropped", "hang", "400", "not-json", "no-choices"],
+)
+def test_model_errors_say_whether_the_infrastructure_failed(
+    scripted: ScriptedServer, db_path: Path, tmp_path: Path, steps: list[Step], infra: bool
+) -> None:
+    scripted.queue(*steps)
+    traj = rollout(scripted, db_path, tmp_path, settings={"timeout_s": 0.5})
+    assert traj.ended == "model_error" and traj.infra_error is infra, traj.render()
+    assert len(traj.turns[0].retries) == (2 if infra else 0)  # only transient failures are retried
+    assert Trajectory.from_dict(json.loads(traj.to_json())).infra_error is infra
+    assert ("Infrastructure error:" in traj.render()) is infra
+
+
+def test_a_refused_connection_is_an_infrastructure_failure(
+    db_path: Path, tmp_path: Path, scripted: ScriptedServer
+) -> None:
+    settings = scripted.settings(tmp_path, base_url="http://127.0.0.1:9/v1", max_retries=1)
+    traj = run_agent("When is the offsite?", "alice-a", QUERY_DATE, db=db_path, settings=settings)
+    assert traj.ended == "model_error" and traj.infra_error, traj.render()
+    assert "APIConnectionError" in traj.error and len(traj.turns[0].retries) == 1
+
+
+def test_agent_doctests() -> None:
+    import doctest
+
+    result = doctest.testmod(agent)
+    assert result.attempted > 0 and result.failed == 0
