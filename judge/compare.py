@@ -3,7 +3,8 @@
     inboxrl eval compare ~/.inboxrl/evals/base ~/.inboxrl/evals/grpo-step-200
 
 The first run is the baseline. Each other run is paired with it on question id (only questions
-both runs judged count), and for each metric of :data:`judge.summary.ROW_METRICS` the difference of
+both runs judged count; rollouts that failed for infrastructure reasons are left out), and for
+each metric of :data:`judge.summary.ROW_METRICS` the difference of
 means gets a 95% bootstrap confidence interval and a two-sided p-value (``B`` resamples of the
 paired questions). Writes ``compare.json``, ``compare.md`` and ``compare.png`` to the out dir.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from judge.evaluate import RESULTS, SUMMARY, load_results, write_atomic
-from judge.summary import HIGHER_IS_BETTER, ROW_METRICS
+from judge.summary import HIGHER_IS_BETTER, ROW_METRICS, infra_failure
 
 BOOTSTRAP_RESAMPLES = 10_000
 HEADLINE = ("accuracy", "abstention_rate", "hallucination_rate", "no_answer_rate")
@@ -24,12 +25,14 @@ HEADLINE = ("accuracy", "abstention_rate", "hallucination_rate", "no_answer_rate
 
 @dataclass
 class Run:
-    """One eval run folder: its name, summary and rows by question id."""
+    """One eval run folder: its name, summary, rows by question id, and how many rows it left out
+    because the infrastructure failed (``infra_failures``; not in ``rows``)."""
 
     name: str
     path: Path
     summary: dict
     rows: dict[str, dict]
+    infra_failures: int = 0
 
 
 def load_run(path: str | Path) -> Run:
@@ -39,7 +42,9 @@ def load_run(path: str | Path) -> Run:
         raise FileNotFoundError(f"No {RESULTS} in {path}: pass folders written by `inboxrl eval --out DIR`.")
     summary_path = path / SUMMARY
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else {}
-    return Run(path.name, path, summary, load_results(path))
+    rows = load_results(path)
+    kept = {qid: row for qid, row in rows.items() if not infra_failure(row)}
+    return Run(path.name, path, summary, kept, len(rows) - len(kept))
 
 
 def paired_bootstrap(
@@ -93,7 +98,13 @@ def compare(paths: list[str | Path], *, resamples: int = BOOTSTRAP_RESAMPLES) ->
     result: dict[str, Any] = {"baseline": runs[0].name, "runs": [], "metrics": {}}
     for run in runs:
         result["runs"].append(
-            {"name": run.name, "path": str(run.path), "model": run.summary.get("model"), "n": len(run.rows)}
+            {
+                "name": run.name,
+                "path": str(run.path),
+                "model": run.summary.get("model"),
+                "n": len(run.rows),
+                "infra_failures": run.infra_failures,
+            }
         )
     for metric in ROW_METRICS:
         entry: dict[str, Any] = {"higher_is_better": HIGHER_IS_BETTER[metric], "mean": {}, "vs_baseline": {}}

@@ -11,7 +11,11 @@ writes to ``out_dir``:
 - ``summary.json``, ``report.md`` and PNG plots (:mod:`judge.report`).
 
 Resumable: a rerun with the same ``out_dir`` skips questions already in ``results.jsonl`` and only
-re-judges rows whose judge failed (their trajectories are kept). A line torn by a crash is moved to
+re-judges rows whose judge failed (their trajectories are kept) and runs again the rollouts that
+failed for infrastructure reasons (``infra_error``: the endpoint timed out, dropped the connection or
+answered 5xx through every retry; see ``env.agent.is_transient``). Those rows are kept for the
+record but are no outcome of the model: the summary counts them apart (``infra_failures``) and
+leaves them out of accuracy, reward and every other metric. A line torn by a crash is moved to
 ``results.rejected.jsonl`` and its question runs again. A run dir belongs to one model and one
 judge: resuming with others is refused.
 
@@ -164,9 +168,25 @@ async def judge_row(
     db: sqlite_utils.Database | None,
     judge_client: openai.AsyncOpenAI | None = None,
 ) -> dict[str, Any]:
-    """Judge and reward one trajectory: the ``results.jsonl`` row (``judge_error`` set on failure)."""
+    """Judge and reward one trajectory: the ``results.jsonl`` row (``judge_error`` set on failure).
+
+    A rollout that failed for infrastructure reasons is neither judged nor rewarded: its row has
+    ``infra_error`` (the error) and ``reward`` None, and a resumed run does it again.
+    """
     verdict = check = None
     error = None
+    if traj.infra_error:
+        return {
+            "id": question.id,
+            "question": question.to_dict(),
+            "trajectory": traj.to_dict(),
+            "verdict": None,
+            "deterministic_verdict": None,
+            "reward": None,
+            "judge_error": None,
+            "infra_error": traj.error,
+            "metrics": row_metrics(traj, question, db),
+        }
     if traj.ended == "answered":
         try:
             verdict = await ajudge_answer(
@@ -191,6 +211,7 @@ async def judge_row(
         "deterministic_verdict": check.to_dict() if check else None,
         "reward": reward.to_dict() if reward else None,
         "judge_error": error,
+        "infra_error": None,
         "metrics": row_metrics(traj, question, db),
     }
 
@@ -311,8 +332,9 @@ async def aevaluate(
         ),
     )
     done = load_results(out_dir)
-    todo = [q for q in questions if q.id not in done]
-    rejudge = [q for q in questions if q.id in done and done[q.id].get("judge_error")]
+    redo = {qid for qid, row in done.items() if row.get("infra_error")}  # the infrastructure failed
+    todo = [q for q in questions if q.id not in done or q.id in redo]
+    rejudge = [q for q in questions if q.id in done and q.id not in redo and done[q.id].get("judge_error")]
     results = out_dir / RESULTS
 
     own_client = client is None and bool(todo)
@@ -345,7 +367,7 @@ async def aevaluate(
         def finish(row: dict) -> None:
             _append(results, row)
             _score_trace(tracer, row)
-            counts[_group(row) or "judge_error"] += 1
+            counts[_group(row) or ("infra_error" if row.get("infra_error") else "judge_error")] += 1
             bar.update(task, advance=1, counts=" ".join(f"{k}={v}" for k, v in sorted(counts.items())))
 
         async def one(q: Question) -> None:
@@ -353,7 +375,7 @@ async def aevaluate(
 
             try:
                 async with semaphore:
-                    if q.id in done:  # its judge failed last time: judge the kept trajectory again
+                    if q.id in done and q.id not in redo:  # its judge failed: judge the kept trajectory
                         traj = Trajectory.from_dict(done[q.id]["trajectory"])
                     else:
                         traj = await arun_agent(

@@ -89,6 +89,21 @@ def _breakdown_table(title: str, groups: dict[str, dict]) -> list[str]:
     return [*lines, ""]
 
 
+def _infra_note(summary: dict) -> list[str]:
+    """A paragraph on the rollouts the infrastructure failed (none: no lines)."""
+    count = summary.get("infra_failures") or 0
+    if not count:
+        return []
+    ids = summary.get("infra_failed_ids") or []
+    shown = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
+    return [
+        f"**{count} rollout(s) failed for infrastructure reasons** (the endpoint timed out, dropped the "
+        f"connection or answered 5xx through every retry): {shown}. They are left out of every number "
+        "below; rerun the same `inboxrl eval` command (same `--out`) to run just those.",
+        "",
+    ]
+
+
 def _clip(text: Any, limit: int = 160) -> str:
     text = " ".join(str(text).split()).replace("|", "\\|")
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -109,6 +124,7 @@ def write_report(out_dir: Path, rows: list[dict], summary: dict, plots: list[str
         f"{s.get('concurrency', '-')}. "
         f"Started {s['started']}, finished {s.get('finished', '-')}.",
         "",
+        *_infra_note(s),
         "| metric | value |",
         "|---|---:|",
         f"| accuracy | {_pct(s['accuracy'])} |",
@@ -156,7 +172,7 @@ def write_report(out_dir: Path, rows: list[dict], summary: dict, plots: list[str
     ]
     shown: dict[str, int] = {}
     for r in rows:
-        group = outcome_group(r) or "judge_error"
+        group = outcome_group(r) or ("infra_error" if r.get("infra_error") else "judge_error")
         if shown.get(group, 0) >= 3:
             continue
         shown[group] = shown.get(group, 0) + 1

@@ -2,7 +2,9 @@
 
 One row per question (see :mod:`judge.evaluate`): the question, the trajectory, the verdict(s), the
 reward and per-question ``metrics``. Rates are over the *judged* rows (a judge failure is counted
-and reported, never scored):
+and reported, never scored). A rollout that failed for infrastructure reasons (``infra_error``: the
+endpoint timed out or dropped it) is counted apart (``infra_failures``) and is in no metric at all,
+not even turns or latency: it says nothing about the model.
 
 - ``accuracy``: correct (on an unanswerable question, declining is correct);
 - ``abstention_rate``: declined on an answerable question;
@@ -23,9 +25,15 @@ from typing import Any
 OUTCOMES = ("correct", "abstained", "incorrect", "no_answer")
 
 
+def infra_failure(row: dict) -> bool:
+    """Whether a row's rollout failed for infrastructure reasons (not scored; a rerun redoes it)."""
+    return bool(row.get("infra_error"))
+
+
 def outcome_group(row: dict) -> str | None:
-    """``correct | abstained | incorrect | no_answer`` for a row, None when the judge failed."""
-    if row.get("judge_error"):
+    """``correct | abstained | incorrect | no_answer`` for a row, None when the judge or the
+    infrastructure failed."""
+    if row.get("judge_error") or infra_failure(row):
         return None
     outcome = (row.get("reward") or {}).get("outcome")
     if outcome is None:
@@ -134,7 +142,14 @@ def agreement(rows: list[dict]) -> dict[str, Any] | None:
 
 
 def summarize(rows: list[dict], meta: dict) -> dict[str, Any]:
-    """The summary written to ``summary.json``."""
+    """The summary written to ``summary.json``.
+
+    ``n`` counts every row; ``infra_failures`` / ``infra_failed_ids`` the rows left out because the
+    infrastructure failed; every other number is over the remaining rows.
+    """
+    infra = [r for r in rows if infra_failure(r)]
+    n = len(rows)
+    rows = [r for r in rows if not infra_failure(r)]
     latencies = [r["metrics"]["latency_s"] for r in rows]
     tool_names: Counter[str] = Counter()
     for r in rows:
@@ -148,7 +163,10 @@ def summarize(rows: list[dict], meta: dict) -> dict[str, Any]:
     summary: dict[str, Any] = {
         **meta,
         **_rates(rows),
+        "n": n,
         "judge_failures": sum(bool(r.get("judge_error")) for r in rows),
+        "infra_failures": len(infra),
+        "infra_failed_ids": [r["id"] for r in infra],
         "reward_std": math.sqrt(sum((v - reward_mean) ** 2 for v in rewards) / len(rewards))
         if rewards
         else None,

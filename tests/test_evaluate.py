@@ -22,7 +22,7 @@ from env.trace import TraceStore
 from judge.compare import compare
 from judge.evaluate import REJECTED, RESULTS, EvalError, evaluate, load_results
 from synth_data.questions import Question, default_questions_path, load_questions, save_questions
-from tests.fixtures.scripted import ScriptedServer, Step, completion, text, tool_call
+from tests.fixtures.scripted import ScriptedServer, Step, completion, hang, text, tool_call
 
 IDS = ("allen-p-001", "allen-p-002", "allen-p-025")  # two answerable, one unanswerable
 
@@ -254,3 +254,54 @@ def test_real_model_end_to_end(
 def test_doctests(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_infrastructure_failures_are_retried_left_out_and_completed_by_a_rerun(
+    scripted: ScriptedServer,
+    tmp_path: Path,
+    db_path: Path,
+    questions: list[Question],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under load the server times out on one question's every attempt: that rollout is retried,
+    then reported as an infrastructure failure, kept out of accuracy and reward, and run by a rerun."""
+    qfile = save_questions(tmp_path / "qs.jsonl", questions)
+    monkeypatch.setenv("INBOXRL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("INBOXRL_BASE_URL", scripted.base_url)
+    monkeypatch.setenv("INBOXRL_MAX_RETRIES", "1")
+    out = tmp_path / "run"
+    args = ["eval", "--questions", str(qfile), "--db", str(db_path), "--model", "scripted"]
+    args += ["--out", str(out), "--concurrency", "3", "--timeout", "0.5", "--no-progress"]
+    check, sagewood, _ = questions
+    scripted.queue_for("Which check", answer("Check #1178, mailed Aug 28, 2000."))
+    scripted.queue_for("duplex", hang(1.5), hang(1.5))  # every attempt times out
+    scripted.queue_for("PBR award", answer("$5,000."))  # a hallucination: the model's own failure
+
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "infrastructure failures" in result.output and "Rerun the same command" in result.output
+    rows = load_results(out)
+    failed = rows[sagewood.id]
+    assert "APITimeoutError" in failed["infra_error"] and failed["reward"] is None
+    assert failed["trajectory"]["infra_error"] and len(failed["trajectory"]["turns"][0]["retries"]) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["n"], summary["judged"], summary["infra_failures"]) == (3, 2, 1)
+    assert summary["infra_failed_ids"] == [sagewood.id]
+    assert summary["accuracy"] == 0.5 and summary["hallucination_rate"] == 0.5
+    assert summary["reward_mean"] == pytest.approx((rows[check.id]["reward"]["total"] - 1.0) / 2)
+    assert summary["ended"] == {"answered": 2} and summary["avg_turns"] == 1.0
+    report = (out / "report.md").read_text()
+    assert "1 rollout(s) failed for infrastructure reasons" in report and sagewood.id in report
+    assert compare([out, out], resamples=200)["runs"][0]["infra_failures"] == 1
+
+    # On a quiet server the same command runs only the failed question, and the run is complete.
+    scripted.queue_for("duplex", answer("Almost $193,000 per duplex."))
+    before = len(scripted.requests)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert len(scripted.requests) == before + 1 and "Rerun the same command" not in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["n"], summary["judged"], summary["infra_failures"]) == (3, 3, 0)
+    assert summary["accuracy"] == pytest.approx(2 / 3)
+    assert load_results(out)[sagewood.id]["infra_error"] is None
+    assert "infrastructure reasons" not in (out / "report.md").read_text()

@@ -132,10 +132,17 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
             f"{summary['latency_p50_s'] or 0:.1f} s / {summary['latency_p95_s'] or 0:.1f} s",
         ),
         ("judge failures", str(summary["judge_failures"])),
+        ("infrastructure failures", str(summary.get("infra_failures", 0))),
     ):
         table.add_row(name, value)
     console = Console()
     console.print(table)
+    if summary.get("infra_failures"):
+        console.print(
+            f"[yellow]{summary['infra_failures']} rollout(s) failed for infrastructure reasons (timeouts, "
+            "dropped connections, 5xx) and are left out of every metric. Rerun the same command "
+            f"(--out {out_dir}) on a quieter server to run just those.[/]"
+        )
     console.print(f"Report: {out_dir / 'report.md'}")
 
 
