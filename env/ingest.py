@@ -13,8 +13,15 @@ How it works:
    Message-IDs, quarantine and sources in one transaction per ``COMMIT_EVERY`` messages. The same
    transaction adds the new rows to the FTS5 index (see ``_Writer.flush``), so every committed
    state is consistent: a crash or Ctrl-C loses at most the uncommitted batch.
-4. At the end (and when interrupted) each touched inbox gets its owner addresses, message count
-   and date range recomputed from what is committed.
+4. Inbox rows (owner addresses, message count, date range) are a function of the stored rows
+   (``refresh_inbox``; the X-Origin counts it ranks owner aliases by are stored in
+   ``inbox_origins``): the transaction that writes a batch also recomputes the rows of the inboxes
+   it changed, so no committed state, even one left by ``kill -9``, has a stale inbox row. At the
+   end of every completed run the inboxes touched by the run and any inbox whose row disagrees with
+   its emails (a DB left stale by an older version) are recomputed again.
+5. Ctrl-C: workers ignore SIGINT (a terminal sends it to the whole process group), so only the
+   main process stops; it rolls back the open batch and stops the pool within
+   ``POOL_STOP_TIMEOUT`` seconds, killing workers that do not stop (``_stop_pool``).
 
 Owner addresses: the senders of the mailbox's sent folders (``sent``, ``_sent_mail``,
 ``sent_items``, ...) with at least 5% of its sent mail, plus any sent-folder sender whose address
@@ -36,6 +43,8 @@ import json
 import multiprocessing
 import os
 import re
+import signal
+import threading
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -50,7 +59,14 @@ from env.readers import CONTAINER_FORMATS, Item, detect_format, iter_items
 BATCH_SIZE = 1000
 """Messages per worker task (larger batches cut the pool's per-task overhead in the main process)."""
 COMMIT_EVERY = 5000
-"""Messages per write transaction (a crash loses at most this much work)."""
+"""Messages per write transaction (a crash loses at most this much work); the environment variable
+``INBOXRL_INGEST_COMMIT_EVERY`` overrides it."""
+CRASH_ENV = "INBOXRL_INGEST_CRASH"
+"""Test hook (tests/test_ingest_kill.py): ``before-commit:N`` or ``after-commit:N`` makes the ingest
+SIGKILL itself just before or just after the commit of its Nth write transaction, as ``kill -9``
+would; ``finish`` (the end-of-run inbox recompute) counts as a transaction. Unset: no effect."""
+POOL_STOP_TIMEOUT = 5.0
+"""Seconds the main process waits for the worker pool to stop before killing the workers."""
 _INBOX_CACHE_SIZE = 4
 
 
@@ -292,6 +308,15 @@ class _Writer:
             " where id between ? and ?"
         )
         self.touched: dict[str, Counter] = {}
+        self.committed_origins: dict[str, Counter] = {}
+        self.conn.execute(
+            "create table if not exists inbox_origins (inbox text not null, origin text not null,"
+            " messages integer not null, primary key (inbox, origin))"
+        )
+        self.conn.commit()
+        self.commit_every = int(os.environ.get("INBOXRL_INGEST_COMMIT_EVERY") or COMMIT_EVERY)
+        self.transactions = 0
+        self.crash = _crash_point(os.environ.get(CRASH_ENV, ""))
         self.cache: OrderedDict[str, tuple[dict[str, int], dict[str, int]]] = OrderedDict()
         self._clear()
 
@@ -410,6 +435,7 @@ class _Writer:
         sync with ``emails``.
         """
         c = self.conn
+        self.transactions += 1
         try:
             if not c.in_transaction:
                 c.execute("begin immediate")
@@ -441,11 +467,14 @@ class _Writer:
                 "insert or replace into sources (path, size, mtime, messages) values (?, ?, ?, ?)",
                 self.sources,
             )
+            self._update_inboxes()
+            self._crash_at("before-commit")
             c.commit()
         except BaseException:
             c.rollback()
             self.cache.clear()  # the caches may hold ids of rows that were rolled back
             raise
+        self._crash_at("after-commit")
         self._clear()
 
     def abandon(self) -> None:
@@ -454,16 +483,63 @@ class _Writer:
         self.cache.clear()
         self._clear()
 
+    def _update_inboxes(self) -> None:
+        """Inside ``flush``'s transaction: store the batch's X-Origin counts and recompute the rows of
+        the inboxes the batch changed, so that every committed state has up-to-date inbox rows."""
+        changed = {row[0] for row in self.message_ids}
+        origins: list[tuple[str, str, int]] = []
+        for inbox, counts in self.touched.items():
+            new = counts - self.committed_origins.get(inbox, Counter())
+            if new:
+                changed.add(inbox)
+                origins.extend((inbox, origin, n) for origin, n in new.items())
+        self.conn.executemany(
+            "insert into inbox_origins (inbox, origin, messages) values (?, ?, ?)"
+            " on conflict (inbox, origin) do update set messages = messages + excluded.messages",
+            origins,
+        )
+        for inbox in sorted(changed):
+            refresh_inbox(self.db, inbox)
+        # a failed commit ends the run (flush re-raises), so the snapshot may be taken before it
+        self.committed_origins = {inbox: counts.copy() for inbox, counts in self.touched.items()}
+
+    def _crash_at(self, point: str) -> None:
+        """The ``INBOXRL_INGEST_CRASH`` test hook: SIGKILL this process at the chosen commit."""
+        if self.crash == (point, self.transactions):
+            os.kill(os.getpid(), signal.SIGKILL)
+
     def finish(self) -> None:
-        """Recompute owner addresses, counts and date ranges of the inboxes this run touched."""
-        for inbox, origins in self.touched.items():
-            origin = origins.most_common(1)[0][0] if origins else inbox
-            refresh_inbox(self.db, inbox, origin=origin)
+        """Recompute, in one transaction, the rows of the inboxes this run touched and of every
+        inbox whose row disagrees with its stored emails (left stale by an older version)."""
+        stale = {
+            row[0]
+            for row in self.conn.execute(
+                "select i.id from inboxes i left join"
+                " (select inbox, count(*) as n from emails group by inbox) e on e.inbox = i.id"
+                " where i.message_count is not coalesce(e.n, 0)"
+            )
+        }
+        self.transactions += 1
+        for inbox in sorted(stale | set(self.touched)):
+            refresh_inbox(self.db, inbox)
+        self._crash_at("before-commit")
         self.conn.commit()
+        self._crash_at("after-commit")
 
 
-def refresh_inbox(db, inbox: str, *, origin: str = "") -> None:
-    """Recompute an inbox row (owner addresses, name, message count, date range) from its emails."""
+def _crash_point(value: str) -> tuple[str, int] | None:
+    """Parse the ``INBOXRL_INGEST_CRASH`` hook (``after-commit:3`` -> ``("after-commit", 3)``)."""
+    if not value:
+        return None
+    point, _, n = value.partition(":")
+    if point not in ("before-commit", "after-commit") or not n.isdigit():
+        raise ValueError(f"{CRASH_ENV}={value!r}: use before-commit:N or after-commit:N")
+    return point, int(n)
+
+
+def refresh_inbox(db, inbox: str) -> None:
+    """Recompute an inbox row (owner addresses, name, message count, date range) from its stored
+    emails, Message-ID copies, recipients and X-Origin counts (``inbox_origins``)."""
     conn = db.conn
     folders = [
         row[0] for row in conn.execute("select distinct folder from message_ids where inbox = ?", [inbox])
@@ -493,7 +569,10 @@ def refresh_inbox(db, inbox: str, *, origin: str = "") -> None:
                 ).fetchall()
             )
         )
-    addresses = owner_addresses(sent, recipients, origin or inbox)
+    origin = conn.execute(
+        "select origin from inbox_origins where inbox = ? order by messages desc, origin limit 1", [inbox]
+    ).fetchone()
+    addresses = owner_addresses(sent, recipients, origin[0] if origin else inbox)
     name = inbox
     if addresses:
         row = conn.execute(
@@ -550,7 +629,41 @@ def _pool(workers: int):
         ctx.set_forkserver_preload(["env.ingest"])  # workers fork with the parser imported, once
     else:
         ctx = multiprocessing.get_context("spawn")
-    return ctx.Pool(workers)
+    return ctx.Pool(workers, initializer=_init_worker)
+
+
+def _init_worker() -> None:
+    """Set up a pool worker: ignore SIGINT and exit once orphaned.
+
+    A terminal's Ctrl-C reaches the whole process group; a worker it killed while it held a pool
+    queue lock made ``Pool.terminate`` wait forever, so only the main process handles it. After a
+    ``kill -9`` of the main process (or of the forkserver, which exits with it) nothing would
+    stop the idle workers, so each watches its parent.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _stop_pool(pool, timeout: float = POOL_STOP_TIMEOUT) -> None:
+    """Stop the worker pool within about ``timeout`` seconds, killing workers that do not stop.
+
+    ``Pool.terminate`` waits forever on a queue lock held by a worker that died inside a queue
+    operation (killed from outside), so it runs in a daemon thread that is abandoned after
+    ``timeout``; the workers only parse, so killing them loses nothing.
+    """
+    stopper = threading.Thread(target=pool.terminate, name="ingest-pool-stop", daemon=True)
+    stopper.start()
+    stopper.join(timeout)
+    if stopper.is_alive():
+        for worker in pool._pool:  # Pool has no public handle on its worker processes
+            if worker.is_alive():
+                worker.kill()
 
 
 def ingest(
@@ -587,14 +700,11 @@ def ingest(
                     _ingest_path(path, path_fmt, inbox, writer, pool, workers, bar)
             writer.flush()
         except BaseException:
-            writer.abandon()
-            with contextlib.suppress(Exception):
-                writer.finish()
+            writer.abandon()  # committed inbox rows are already up to date (see _Writer.flush)
             raise
         finally:
             if pool is not None:
-                pool.terminate()
-                pool.join()
+                _stop_pool(pool)
         writer.finish()
         writer.db.close()
     report.inboxes = sorted(writer.touched)
@@ -622,7 +732,7 @@ def _ingest_path(
             writer.add(result)
         seen += len(results)
         bar.advance(len(results), writer.report)
-        if writer.pending >= COMMIT_EVERY:
+        if writer.pending >= writer.commit_every:
             writer.flush()
     if errors:  # what was read is kept; the file stays unfinished, so a repaired copy is read again
         reason = f"cannot read the rest of this {path_fmt} file: {errors[0]}"
