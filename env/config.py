@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     serve_start_timeout_s: float = Field(
         600.0, description="How long to wait for the server to become healthy."
     )
+    dtype: str = Field(
+        "auto",
+        description="auto | bfloat16 | float32 for serving on CPU and training; auto: bfloat16 where the "
+        "CPU has native bf16 (AMX / AVX512-BF16) or the GPU supports it, else float32 (env.hardware).",
+    )
 
     @classmethod
     def settings_customise_sources(

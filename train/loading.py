@@ -110,7 +110,9 @@ def load_policy(settings: Settings, config: _TrainFields, base_model: str, devic
     import torch
 
     init_adapter = getattr(config, "init_adapter", None)
-    dtype = torch.bfloat16 if (device == "cuda" and config.bf16) else torch.float32
+    # On a GPU the weights are bf16 when training is; on a CPU they stay fp32 and bf16 training runs
+    # under autocast (TrainingArguments bf16), so the LoRA weights keep full precision.
+    dtype = torch.bfloat16 if (device == "cuda" and config.resolved_dtype(device).bf16) else torch.float32
     if config.use_unsloth:
         return _load_unsloth(config, base_model, init_adapter, settings), None
     from transformers import AutoModelForCausalLM
