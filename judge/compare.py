@@ -140,24 +140,37 @@ def _delta(metric: str, test: dict | None) -> str:
 
 
 def print_table(result: dict[str, Any]) -> None:
-    """A rich table: one row per metric, each run's mean, and each run's paired difference vs the baseline."""
+    """A rich table: one row per metric, each run's mean, and each run's paired difference vs the baseline.
+
+    Runs are numbered (1 is the baseline) and listed above the table with their name and model,
+    so that long run names do not squeeze the columns: it reads from 80 columns up (two runs).
+    """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    names = [r["name"] for r in result["runs"]]
-    table = Table(title=f"Eval comparison (baseline: {result['baseline']}; * p < 0.05, paired bootstrap)")
-    table.add_column("metric")
-    for name in names:
-        table.add_column(name, justify="right")
-    for name in names[1:]:
-        table.add_column(f"{name} - baseline [95% CI]", justify="right")
+    console = Console()
+    runs = result["runs"]
+    names = [r["name"] for r in runs]
+    console.print("[bold]Runs[/] (1 is the baseline; * p < 0.05, paired bootstrap on question id):")
+    for i, run in enumerate(runs, 1):
+        about = [str(run.get("model") or "model ?"), f"{run['n']} questions"]
+        if run.get("infra_failures"):
+            about.append(f"{run['infra_failures']} infrastructure failures left out")
+        console.print(f"  {i}  {escape(run['name'])}  ({escape(', '.join(about))})")
+    table = Table(title="Eval comparison")
+    table.add_column("metric", min_width=10, max_width=18)
+    for i in range(1, len(names) + 1):
+        table.add_column(f"run {i}", justify="right", min_width=8)
+    for i in range(2, len(names) + 1):
+        table.add_column(f"run {i} - run 1 [95% CI]", justify="right", min_width=14)
     for metric, entry in result["metrics"].items():
         table.add_row(
-            metric,
+            metric.replace("_", " "),
             *[_fmt(metric, entry["mean"][n]) for n in names],
             *[_delta(metric, entry["vs_baseline"][n]) for n in names[1:]],
         )
-    Console().print(table)
+    console.print(table)
 
 
 def write_outputs(result: dict[str, Any], out_dir: Path) -> list[Path]:

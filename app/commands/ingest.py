@@ -89,11 +89,13 @@ def register(cli: typer.Typer) -> None:
 def _summary(report, inboxes, quarantined_total: int):
     """The run's counts and every inbox in the DB, as rich tables."""
     from rich.console import Group
+    from rich.markup import escape
     from rich.table import Table
 
-    run = Table(title=f"Ingested into {report.db_path} in {report.seconds:.1f} s")
+    # Readable from 80 columns up: every column at least 8 wide, long address lists wrap.
+    run = Table(title=f"Ingested in {report.seconds:.1f} s")
     for column in ("ingested", "duplicate", "quarantined", "skipped sources"):
-        run.add_column(column, justify="right")
+        run.add_column(column, justify="right", min_width=8)
     run.add_row(
         f"{report.ingested:,}",
         f"{report.duplicate:,}",
@@ -107,11 +109,11 @@ def _summary(report, inboxes, quarantined_total: int):
         ("messages", "right"),
         ("dates", "left"),
     ):
-        boxes.add_column(column, justify=justify)
+        boxes.add_column(column, justify=justify, min_width=8)
     for box in inboxes:
         dates = f"{(box.first_date or '?')[:10]} – {(box.last_date or '?')[:10]}"
         boxes.add_row(box.id, ", ".join(box.addresses), f"{box.message_count:,}", dates)
-    parts = [run, boxes]
+    parts = [f"Inbox DB: {escape(str(report.db_path))}", run, boxes]
     if quarantined_total:
         parts.append(f"{quarantined_total:,} message(s) in quarantine: select source, reason from quarantine")
     return Group(*parts)

@@ -113,17 +113,27 @@ def search(
     if not hits:
         console.print(f"No emails in {tools.inbox.id} match {' '.join(keywords)!r}; try other keywords.")
         return
-    table = Table(title=f"{tools.inbox.id}: {len(hits)} best matches", show_lines=True)
-    table.add_column("date", no_wrap=True)
-    table.add_column("from", overflow="fold", max_width=24)
-    table.add_column("subject / snippet", overflow="fold", ratio=1)
-    table.add_column("message_id", no_wrap=True)
+    console.print(results_table(tools.inbox.id, hits))
+
+
+def results_table(inbox: str, hits: list[dict]) -> Table:
+    """Search hits as a table that reads at any width from 80 columns up.
+
+    Two columns: the date above the sender (at most 24 wide), then the subject, the snippet
+    (wrapped) and the message_id on its own line, which the wide column holds whole at 80 columns
+    (Enron ids are at most 45 characters).
+    """
+    table = Table(title=f"{inbox}: {len(hits)} best matches", show_lines=True)
+    table.add_column("date / from", overflow="fold", min_width=12, max_width=24)
+    table.add_column("subject / snippet / message_id", overflow="fold", ratio=1, min_width=20)
     for hit in hits:
-        text = f"[bold]{escape(hit['subject'] or '')}[/]\n{_highlight(hit['snippet'] or '')}"
-        table.add_row(
-            (hit["date"] or "")[:10], escape(hit["from_address"] or ""), text, escape(hit["message_id"])
+        sent = f"{(hit['date'] or '?')[:10]}\n{escape(hit['from_address'] or '')}"
+        text = (
+            f"[bold]{escape(hit['subject'] or '(no subject)')}[/]\n{_highlight(hit['snippet'] or '')}\n"
+            f"[cyan]{escape(hit['message_id'])}[/]"
         )
-    console.print(table)
+        table.add_row(sent, text)
+    return table
 
 
 def read(

@@ -146,6 +146,7 @@ def runs(name: Annotated[str | None, typer.Argument(help="Show one run in full."
     import json
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from train.registry import get_run, list_runs
@@ -160,16 +161,18 @@ def runs(name: Annotated[str | None, typer.Argument(help="Show one run in full."
             json.dumps({**info.to_dict(), "adapter_dir": str(info.adapter_dir)}, indent=2, default=str)
         )
         return
-    table = Table(title=f"Registered runs in {settings.runs_dir}")
-    for column in ("name", "kind", "created", "parent", "questions", "accuracy", "hallucination"):
-        table.add_column(column)
+    # Readable from 80 columns up: the kind and parent sit under the name, the time under the date.
+    table = Table(title=f"Registered runs in {settings.runs_dir}", show_lines=True)
+    table.add_column("run (kind, from)", overflow="fold", ratio=1, min_width=12)
+    table.add_column("created", min_width=10, max_width=10)
+    for column in ("questions", "accuracy", "hallucinated"):
+        table.add_column(column, justify="right", min_width=8)
     for info in list_runs(settings):
         summary = info.eval or {}
+        origin = f"{info.kind}, from {info.parent}" if info.parent else info.kind
         table.add_row(
-            info.name,
-            info.kind,
-            info.created,
-            info.parent or "",
+            f"[bold]{escape(info.name)}[/]\n{escape(origin)}",
+            info.created[:16].replace("T", " "),
             str(len(info.data.get("question_ids", [])) or info.data.get("examples", "")),
             _pct(summary.get("accuracy")),
             _pct(summary.get("hallucination_rate")),
