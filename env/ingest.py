@@ -53,8 +53,16 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
-from env.parse import EmailRecord, ParseError, parse_fields, parse_message
-from env.readers import CONTAINER_FORMATS, Item, detect_format, iter_items
+from env.parse import EmailRecord, ParseError, parse_fields, parse_message, synthetic_message_id
+from env.readers import (
+    CONTAINER_FORMATS,
+    Item,
+    Limits,
+    detect_format,
+    iter_items,
+    read_message_file,
+    storable_name,
+)
 
 BATCH_SIZE = 1000
 """Messages per worker task (larger batches cut the pool's per-task overhead in the main process)."""
@@ -83,6 +91,8 @@ class IngestReport:
     """Messages that could not be parsed (see the ``quarantine`` table)."""
     skipped_sources: int = 0
     """Sources (files, archive members, whole containers) already ingested and unchanged."""
+    repaired: int = 0
+    """Messages read with characters replaced by U+FFFD (undecodable text, NULs; see ``env.parse``)."""
     inboxes: list[str] = field(default_factory=list)
     """Inboxes that received messages in this run."""
     seconds: float = 0.0
@@ -101,8 +111,8 @@ def default_inbox_archive() -> Path:
 # ---------------------------------------------------------------------------------------------
 # Parsing (runs in worker processes)
 
-_Parsed = tuple[str, str, str, str, str | None, str, str, str, tuple[tuple[str, str, str], ...]]
-"""message_id, subject, from_address, from_name, date, body, content_hash, origin, recipients."""
+_Parsed = tuple[str, str, str, str, str | None, str, str, str, tuple[tuple[str, str, str], ...], int]
+"""message_id, subject, from_address, from_name, date, body, content_hash, origin, recipients, repaired."""
 _Result = tuple[str, str, str, int, float, _Parsed | None, str | None]
 """source, mailbox, folder, size, mtime, parsed fields (None when quarantined), error."""
 
@@ -119,6 +129,7 @@ def _flat(record: EmailRecord) -> _Parsed:
         record.content_hash,
         record.origin,
         tuple(record.recipients()),
+        record.repaired,
     )
 
 
@@ -126,7 +137,7 @@ _SKIPPED = "\x00skipped"
 """The error value of a result whose source was already ingested unchanged."""
 
 
-_Task = tuple[str, str, str, int, float, str | None, bytes | None, dict | None, tuple[int, float] | None]
+_Task = tuple[str, str, str, int, float, str | None, bytes | None, dict | None, int, tuple[int, float] | None]
 """An Item as a plain tuple (dataclass pickling is slow) plus the (size, mtime) its source was
 recorded with, if any."""
 
@@ -141,13 +152,14 @@ def _task(item: Item, known: tuple[int, float] | None) -> _Task:
         item.path,
         item.data,
         item.fields,
+        item.limit,
         known,
     )
 
 
 def _parse_item(task: _Task) -> _Result:
     """Parse one message; an unstat-ed file equal to its ``known`` (size, mtime) is skipped unread."""
-    source, mailbox, folder, size, mtime, path, raw, fields, known = task
+    source, mailbox, folder, size, mtime, path, raw, fields, limit, known = task
     record: EmailRecord | None = None
     error: str | None = None
     try:
@@ -161,8 +173,7 @@ def _parse_item(task: _Task) -> _Result:
                     size, mtime = stat.st_size, stat.st_mtime
                     if known == (size, mtime):
                         return (source, mailbox, folder, size, mtime, None, _SKIPPED)
-                with open(path, "rb") as f:
-                    raw = f.read()
+                raw = read_message_file(path, limit)
             record = parse_message(raw)
     except ParseError as e:
         error = str(e)
@@ -380,21 +391,29 @@ class _Writer:
         self.pending += 1
         if parsed is None:
             now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            self.quarantine.append((source, inbox, error or "unreadable", now))
+            self.quarantine.append((source, inbox, storable_name(error or "unreadable"), now))
             self.sources.append((source, size, mtime, 0))
             self.report.quarantined += 1
             return
         if self.has_quarantine:
             self.unquarantine.append((source,))
         self.sources.append((source, size, mtime, 1))
-        message_id, subject, from_address, from_name, date, body, content_hash, origin, recipients = parsed
+        message_id, subject, from_address, from_name, date, body, content_hash, origin, recipients, fixed = (
+            parsed
+        )
+        if fixed:
+            self.report.repaired += 1
         if origin:
             self.touched[inbox][origin] += 1
         ids, hashes = self._inbox_keys(inbox)
-        if message_id in ids:
+        email_id = hashes.get(content_hash)
+        if message_id in ids and ids[message_id] != email_id:
+            # The Message-ID is already another message's (a forged or reused id): it does not
+            # identify this one, which keeps its content under a synthetic id instead.
+            message_id = synthetic_message_id(content_hash)
+        if message_id in ids:  # a copy of a message already stored (same id, same content)
             self.report.duplicate += 1
             return
-        email_id = hashes.get(content_hash)
         if email_id is not None:
             self.report.duplicate += 1
         else:
@@ -423,8 +442,9 @@ class _Writer:
 
     def mark_source(self, path: Path, messages: int) -> None:
         stat = path.stat()
-        self.sources.append((str(path), stat.st_size, stat.st_mtime, messages))
-        self.unquarantine.append((str(path),))  # an earlier run may have stopped inside it
+        key = storable_name(str(path))
+        self.sources.append((key, stat.st_size, stat.st_mtime, messages))
+        self.unquarantine.append((key,))  # an earlier run may have stopped inside it
 
     def flush(self) -> None:
         """Write everything added since the last flush in one transaction.
@@ -674,6 +694,7 @@ def ingest(
     inbox: str | None = None,
     workers: int | None = None,
     progress: bool = True,
+    limits: Limits | None = None,
 ) -> IngestReport:
     """Ingest mail from ``paths`` into the DB at ``db_path`` (created if missing).
 
@@ -683,6 +704,8 @@ def ingest(
     :param inbox: put every message into this mailbox instead of the one its path names.
     :param workers: parsing processes; default one per CPU, 0 or 1 parses in this process.
     :param progress: show a rich progress bar.
+    :param limits: size limits per message and per container file (``env.readers.Limits``); what is
+        over them is quarantined unread.
     """
     db_path = Path(db_path)
     report = IngestReport(db_path=db_path)
@@ -697,7 +720,7 @@ def ingest(
         try:
             with bar:
                 for path, path_fmt in zip(paths, formats, strict=True):
-                    _ingest_path(path, path_fmt, inbox, writer, pool, workers, bar)
+                    _ingest_path(path, path_fmt, inbox, writer, pool, workers, bar, limits)
             writer.flush()
         except BaseException:
             writer.abandon()  # committed inbox rows are already up to date (see _Writer.flush)
@@ -713,18 +736,26 @@ def ingest(
 
 
 def _ingest_path(
-    path: Path, path_fmt: str, inbox: str | None, writer: _Writer, pool, workers: int, bar: _Progress
+    path: Path,
+    path_fmt: str,
+    inbox: str | None,
+    writer: _Writer,
+    pool,
+    workers: int,
+    bar: _Progress,
+    limits: Limits | None = None,
 ) -> None:
     container = path_fmt in CONTAINER_FORMATS and path.is_file()
     if container:
         stat = path.stat()
-        row = writer.conn.execute("select size, mtime from sources where path = ?", [str(path)]).fetchone()
+        key = storable_name(str(path))
+        row = writer.conn.execute("select size, mtime from sources where path = ?", [key]).fetchone()
         if row == (stat.st_size, stat.st_mtime):
             writer.report.skipped_sources += 1
             return
     bar.start_path(path)
     errors: list[str] = []
-    items = _guarded(iter_items(path, path_fmt, inbox=inbox), errors)
+    items = _guarded(iter_items(path, path_fmt, inbox=inbox, limits=limits), errors)
     batches = (writer.pending_items(chunk) for chunk in _chunks(items, BATCH_SIZE))
     seen = 0
     for results in _map_bounded(pool, batches, 2 * workers + 2):
@@ -736,7 +767,8 @@ def _ingest_path(
             writer.flush()
     if errors:  # what was read is kept; the file stays unfinished, so a repaired copy is read again
         reason = f"cannot read the rest of this {path_fmt} file: {errors[0]}"
-        writer.add((str(path), inbox or path.name, "", 0, -1.0, None, reason))
+        source, mailbox = storable_name(str(path)), storable_name(inbox or path.name)
+        writer.add((source, mailbox, "", 0, -1.0, None, reason))
     elif container:
         writer.mark_source(path, seen)
     writer.flush()

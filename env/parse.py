@@ -6,6 +6,13 @@ decoded, plus a ``content_hash`` that identifies the same message filed under se
 (Lotus Notes copies). A message that cannot be read raises :class:`ParseError` with the reason;
 the caller quarantines it.
 
+Every text field of a record can be stored by SQLite and measured by its ``length()``: lone
+surrogates (from ``utf-7``, ``\\ud800`` JSON escapes, undecodable bytes) and NULs become U+FFFD, and
+``EmailRecord.repaired`` counts them. NULs are replaced rather than dropped so the damage stays
+visible; no RFC 5322 message carries one in its text, and SQLite's ``length()``/``substr()`` stop at
+the first. Dates are ``YYYY-MM-DDTHH:MM:SSZ`` with a four-digit year (0001-9999), so comparing them
+as text compares instants; a date outside that range is unreadable (None).
+
 Why not ``email.policy.default``: it parses ~1,000 Enron messages/s on these machines against
 ~10,000 for ``compat32``. We parse headers with ``compat32`` and decode bodies ourselves; only
 multipart (and message/*) mail goes through the full parser.
@@ -16,12 +23,12 @@ from __future__ import annotations
 import binascii
 import calendar
 import codecs
+import contextlib
 import hashlib
 import html
 import re
-import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.header import decode_header
 from email.message import Message
@@ -46,6 +53,11 @@ _MONTHS = {
     )
 }
 _SPECIALS = re.compile(r'[<>"()\[\]:;\\]')
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+"""What SQLite cannot store as UTF-8 text (lone surrogates) or measures wrongly (NUL)."""
+_NOT_MAIL_CHARSETS = frozenset(("unicode-escape", "raw-unicode-escape", "punycode", "idna", "undefined"))
+"""Python codecs that are not mail charsets: they turn ``\\ud800`` text into surrogates."""
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class ParseError(ValueError):
@@ -68,6 +80,8 @@ class EmailRecord:
     bcc: list[tuple[str, str]] = field(default_factory=list)
     origin: str = ""
     """The ``X-Origin`` header (CMU Enron: the mailbox, e.g. ``Allen-P``), used to pick owner addresses."""
+    repaired: int = 0
+    """Characters replaced by U+FFFD because they could not be decoded or stored (see the module doc)."""
 
     def recipients(self) -> list[tuple[str, str, str]]:
         """``(kind, address, name)`` for every to/cc/bcc recipient, in header order."""
@@ -101,7 +115,10 @@ def decode_header_value(value: str | None) -> str:
         except (ValueError, LookupError, binascii.Error):
             pass
     if _has_surrogates(value):
-        value = _decode_bytes(value.encode("utf-8", "surrogateescape"), None)
+        # Raw 8-bit header bytes, kept as surrogate escapes by _parse_headers, are decoded here;
+        # other lone surrogates (a utf-7 encoded word) cannot be encoded back: make_record replaces them.
+        with contextlib.suppress(UnicodeEncodeError):
+            value = _decode_bytes(value.encode("utf-8", "surrogateescape"), None)
     return " ".join(value.split())
 
 
@@ -111,6 +128,17 @@ def _has_surrogates(text: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+def clean_text(text: str) -> tuple[str, int]:
+    """``text`` with what SQLite cannot store or measure (lone surrogates, NUL) made U+FFFD, and how many.
+
+    >>> clean_text("a\\x00b\\ud800c") == ("a\\ufffdb\\ufffdc", 2)
+    True
+    """
+    if "\x00" not in text and (text.isascii() or not _has_surrogates(text)):
+        return text, 0
+    return _UNSTORABLE.subn("\ufffd", text)
 
 
 def parse_addresses(values: list[str] | None) -> list[tuple[str, str]]:
@@ -144,10 +172,12 @@ def parse_addresses(values: list[str] | None) -> list[tuple[str, str]]:
 
 
 def parse_date(value: str | None) -> str | None:
-    """An RFC 2822 date as ISO 8601 UTC, or None when missing or unreadable.
+    """An RFC 2822 date as ISO 8601 UTC, or None when missing, unreadable or outside years 0001-9999.
 
     >>> parse_date("Mon, 14 May 2001 16:39:00 -0700 (PDT)")
     '2001-05-14T23:39:00Z'
+    >>> parse_date("Fri, 31 Dec 9999 23:59:59 -1200") is None, parse_date("1 Jan 0999 00:00:00 +0000")
+    (True, '0999-01-01T00:00:00Z')
     """
     if not value:
         return None
@@ -161,15 +191,23 @@ def parse_date(value: str | None) -> str | None:
             if yy < 100:  # as email.utils does: "0001" is 2001, "0099" is 1999
                 yy += 1900 if yy > 68 else 2000
             stamp = calendar.timegm((yy, month_number, int(day), int(hh), int(mm), int(ss))) - offset
-            return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+            return _utc_iso(stamp)
     parsed = parsedate_tz(str(value))
-    if parsed is None:
+    if parsed is None or not 1 <= parsed[0] <= 9999:
         return None
     try:
-        stamp = mktime_tz(parsed)
-        return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (OverflowError, ValueError, OSError):
+        return _utc_iso(mktime_tz(parsed))
+    except (OverflowError, ValueError):
         return None
+
+
+def _utc_iso(stamp: float) -> str | None:
+    """Seconds since the epoch as ``YYYY-MM-DDTHH:MM:SSZ`` (four-digit year), None outside 0001-9999."""
+    try:
+        moment = _EPOCH + timedelta(seconds=stamp)
+    except OverflowError:
+        return None
+    return moment.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,20 +215,25 @@ def parse_date(value: str | None) -> str | None:
 
 
 def _decode_bytes(data: bytes, charset: str | None) -> str:
-    """Bytes to text: the declared charset if it decodes cleanly, else UTF-8, else cp1252."""
+    """Bytes to text: the declared charset if it decodes cleanly, else UTF-8, else cp1252.
+
+    The five bytes cp1252 leaves undefined stay surrogate escapes, which ``make_record`` replaces
+    and counts. Python-only codecs (``unicode-escape``, ...) are not charsets and are ignored.
+    """
     if charset:
         charset = charset.strip().strip('"').lower()
         try:
-            codecs.lookup(charset)
+            if codecs.lookup(charset).name in _NOT_MAIL_CHARSETS:
+                charset = None
         except LookupError:
             charset = None
     for candidate in (charset, "utf-8"):
         if candidate:
             try:
                 return data.decode(candidate)
-            except (UnicodeDecodeError, LookupError):
+            except (UnicodeError, LookupError):
                 continue
-    return data.decode("cp1252", "replace")
+    return data.decode("cp1252", "surrogateescape")
 
 
 def _transfer_decode(payload: bytes, encoding: str) -> bytes:
@@ -400,12 +443,27 @@ def make_record(
 ) -> EmailRecord:
     """Build a record from already-decoded fields (the structured readers use this directly).
 
-    A missing Message-ID gets a stable synthetic one derived from the content hash, so reruns
-    produce the same id.
+    Text SQLite cannot store is replaced and counted (``repaired``). A missing or empty (``<>``)
+    Message-ID gets a stable synthetic one derived from the content hash, so reruns produce the same id.
     """
-    body = _normalize_newlines(body)
+    repaired = 0
+
+    def clean(text: str) -> str:
+        nonlocal repaired
+        text, count = clean_text(text)
+        repaired += count
+        return text
+
+    def clean_pairs(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [(clean(address), clean(name)) for address, name in pairs]
+
+    body = clean(_normalize_newlines(body))
+    subject, from_address, from_name, origin = map(clean, (subject, from_address, from_name, origin))
+    to, cc, bcc = clean_pairs(to), clean_pairs(cc), clean_pairs(bcc)
     digest = content_hash(date, from_address, subject, body)
-    message_id = (message_id or "").strip() or f"<{digest}@inboxrl.invalid>"
+    message_id = clean((message_id or "").strip())
+    if not message_id.strip("<> \t"):
+        message_id = synthetic_message_id(digest)
     return EmailRecord(
         message_id=message_id,
         subject=subject,
@@ -418,7 +476,17 @@ def make_record(
         cc=cc,
         bcc=bcc,
         origin=origin,
+        repaired=repaired,
     )
+
+
+def synthetic_message_id(digest: str) -> str:
+    """The Message-ID given to a message without a usable one: its content hash, in ``.invalid``.
+
+    >>> synthetic_message_id("0123abcd")
+    '<0123abcd@inboxrl.invalid>'
+    """
+    return f"<{digest}@inboxrl.invalid>"
 
 
 def parse_message(raw: bytes) -> EmailRecord:
@@ -490,7 +558,7 @@ def _iso_date(value: object) -> str | None:
         return parse_date(text)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _utc_iso((parsed - _EPOCH).total_seconds())
 
 
 def parse_fields(fields: dict) -> EmailRecord:

@@ -19,7 +19,9 @@ Cost of a search (measured in bench/results/search.md): the FTS5 query ANDs the 
 every inbox's. What remains is bm25()'s IDF, which FTS5 computes per query by counting each
 keyword's matches over the whole table (so keywords carry no column filter, which doubles that
 count), and snippet(), which tokenizes each result's body (so bodies over ``SNIPPET_MAX_CHARS``
-get a snippet built in Python).
+get a snippet built in Python). Both work on ``emails.indexed_body``, the body's first
+``env.db.INDEXED_BODY_CHARS`` characters, so no email, however large or hostile, makes a search slow
+(bench/results/search_adversarial.md).
 
 Try it: ``inboxrl search --inbox allen-p --date 2001-05-01 gas prices``.
 """
@@ -40,7 +42,7 @@ from typing import Any, get_type_hints
 import sqlite_utils
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from env.db import Inbox, get_inbox, inbox_token, open_db
+from env.db import FTS_COLUMNS, Inbox, get_inbox, inbox_token, open_db
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,8 @@ MAX_KEYWORDS = 20
 MAX_ARG_CHARS = 200  # per keyword, address filter or message id
 SNIPPET_TOKENS = 24
 MAX_BODY_CHARS = 20_000  # read_email's default cap on a body (about 5,000 tokens)
-# FTS5's snippet() tokenizes the whole body (here ~0.15 ms per 1,000 characters, 200 ms for the
-# 1.4 MB Enron outlier): longer bodies get a snippet built around the first keyword by _long_snippet.
+# FTS5's snippet() tokenizes the whole indexed body (here ~0.15 ms per 1,000 characters, 30 ms for
+# env.db.INDEXED_BODY_CHARS): longer ones get a snippet built around the first keyword by _long_snippet.
 SNIPPET_MAX_CHARS = 20_000
 # Shown in the error message when a call's arguments do not fit the tool's signature.
 EXAMPLES = {
@@ -103,10 +105,11 @@ def make_tools(
     """
     if not isinstance(db, sqlite_utils.Database):
         db = open_db(db)
-    if "inbox_token" not in {row[1] for row in db.execute("pragma table_info(emails_fts)")}:
+    if not set(FTS_COLUMNS) <= {row[1] for row in db.execute("pragma table_info(emails_fts)")}:
         raise ValueError(
-            "This inbox DB has no inbox_token in its search index (built by an older InboxRL); upgrade it "
-            "once with env.db.ensure_schema(db), or rerun `inboxrl ingest` on it (it skips known mail)."
+            "This inbox DB's search index was built by an older InboxRL (no inbox_token or indexed_body); "
+            "upgrade it once with env.db.ensure_schema(db), or rerun `inboxrl ingest` on it (it skips "
+            "known mail)."
         )
     if not isinstance(inbox, Inbox):
         inbox = get_inbox(db, inbox)
@@ -141,7 +144,7 @@ class InboxTools:
         self.query_date = query_date
         self.max_body_chars = max_body_chars
         # Emails dated before this instant are visible (exclusive bound: the day after query_date).
-        self.until = _iso(query_date + timedelta(days=1)) if query_date else None
+        self.until = _day_after(query_date) if query_date else None
 
     # ---- the tools (their signatures and docstrings ARE the model-facing schema) ----
 
@@ -180,9 +183,9 @@ class InboxTools:
         columns = ("message_id", "subject", "from_address", "date", "snippet")
         hits = [dict(zip(columns, row, strict=True)) for row in rows]
         for hit in hits:
-            if hit["snippet"] is None:  # a body over SNIPPET_MAX_CHARS
+            if hit["snippet"] is None:  # an indexed body over SNIPPET_MAX_CHARS
                 (body,) = self.db.execute(
-                    "select body from emails where id = "
+                    "select indexed_body from emails where id = "
                     "(select email_id from message_ids where inbox = ? and message_id = ?)",
                     [self.inbox.id, hit["message_id"]],
                 ).fetchone()
@@ -329,7 +332,7 @@ class InboxTools:
         start, end = HIGHLIGHT
         sql = (
             "select e.message_id, e.subject, e.from_address, e.date, "
-            f"case when length(e.body) > {SNIPPET_MAX_CHARS} then null else "
+            f"case when length(e.indexed_body) > {SNIPPET_MAX_CHARS} then null else "
             f"snippet(emails_fts, -1, '{start}', '{end}', ' … ', {SNIPPET_TOKENS}) end as snippet\n"
             "from emails_fts join emails e on e.id = emails_fts.rowid\n"
             "where " + "\n  and ".join(where) + "\norder by rank\nlimit :limit"
@@ -397,7 +400,23 @@ def _iso(day: date) -> str:
     return f"{day.isoformat()}T00:00:00Z"
 
 
+EARLIEST = "0001-01-01T00:00:00Z"
+LATEST = "9999-12-31T23:59:59Z"
+"""Bounds of the stored dates (``env.parse``: four-digit years); arguments past them are clamped."""
+
+
+def _day_after(day: date) -> str:
+    return LATEST if day == date.max else _iso(day + timedelta(days=1))
+
+
 def _date_arg(name: str, value: str) -> str:
+    """A date argument as the stored form ``YYYY-MM-DDTHH:MM:SSZ`` (UTC), so text order is time order.
+
+    >>> _date_arg("sent_after", "2001-05-01T02:00:00+02:00")
+    '2001-05-01T00:00:00Z'
+    >>> _date_arg("sent_after", "0001-01-01T00:00:00+01:00")  # before year 1 in UTC: the earliest
+    '0001-01-01T00:00:00Z'
+    """
     text = value.strip()
     try:
         if len(text) <= 10:
@@ -406,8 +425,13 @@ def _date_arg(name: str, value: str) -> str:
     except ValueError:
         raise ToolError(f"{name} must be a date like 2001-05-31, got {value[:40]!r}.") from None
     if moment.tzinfo:
-        moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+        offset = moment.utcoffset() or timedelta()
+        naive = moment.replace(tzinfo=None)
+        try:
+            moment = naive - offset
+        except OverflowError:  # an instant before year 1 or after 9999 in UTC
+            return EARLIEST if offset > timedelta() else LATEST
+    return moment.replace(microsecond=0).isoformat() + "Z"
 
 
 def _like_arg(name: str, value: str) -> str:

@@ -10,6 +10,8 @@ import pytest
 
 import env.ingest
 import env.parse
+import env.readers
+import env.tools
 from env.parse import ParseError, parse_date, parse_fields, parse_message
 
 
@@ -260,7 +262,7 @@ def test_structured_fields() -> None:
         parse_fields({"subject": "x", "body": None})
 
 
-@pytest.mark.parametrize("module", [env.parse, env.ingest])
+@pytest.mark.parametrize("module", [env.parse, env.ingest, env.readers, env.tools])
 def test_doctests(module) -> None:
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
