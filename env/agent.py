@@ -16,8 +16,9 @@ How a rollout ends (``Trajectory.ended``):
   error (4xx, an unreadable response). ``Trajectory.infra_error`` tells the two apart: True for
   the infrastructure's failures (:func:`is_transient`), which say nothing about the model.
 
-Tool calls are read from the structured ``tool_calls`` field and, failing that, from
-``<tool_call>{json}</tool_call>`` blocks in the text (small models and some servers emit those).
+Tool calls are read from the structured ``tool_calls`` field and, failing that, from the text in
+any of the dialects models write (:func:`env.toolcalls.parse_tool_calls`: Hermes ``<tool_call>``,
+``<tools>``, bare or fenced JSON, Python-style calls...); ``Turn.recovered_calls`` counts them.
 Several calls in one reply run in order; calls after a successful ``return_final_answer`` are
 recorded as skipped. Model misbehaviour never raises: it is recorded in the trajectory.
 """
@@ -28,7 +29,6 @@ import asyncio
 import inspect
 import json
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -44,6 +44,7 @@ from env.config import Settings
 from env.db import Inbox, get_inbox, open_db
 from env.model import make_client
 from env.prompt import build_messages
+from env.toolcalls import parse_tool_calls, tool_parameters
 from env.tools import InboxTools, make_tools
 from env.trace import RolloutTrace, Tracer
 from env.trajectory import ToolCall, Trajectory, Turn
@@ -60,9 +61,6 @@ RETRY_BACKOFF_S = 0.5  # first retry delay; doubles on each further retry
 FINAL_TOOL = "return_final_answer"
 
 EventHandler = Callable[[dict], Any]
-
-_TOOL_CALL_RE = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
-_NAME_RE = re.compile(r'"name"\s*:\s*"([^"]*)"')
 
 
 class _ModelFailure(Exception):
@@ -106,12 +104,16 @@ def is_transient(exc: BaseException) -> bool:
 
 @dataclass
 class _Call:
-    """A tool call as parsed from a reply; ``problem`` is set when it could not be parsed."""
+    """A tool call as parsed from a reply; ``problem`` is set when it could not be parsed.
+
+    ``recovered``: it was written in the reply's text, not in the structured ``tool_calls``.
+    """
 
     id: str
     name: str
     arguments: Any
     problem: str | None = None
+    recovered: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,6 +281,7 @@ async def _loop(
     rollout: RolloutTrace | None,
 ) -> None:
     schemas = tools.schemas()
+    parameters = tool_parameters(schemas)
     bad_turns = 0
     for index in range(max_turns):
         # 1) call the model (with retries for transport errors)
@@ -303,7 +306,8 @@ async def _loop(
         turn.completion_tokens = getattr(usage, "completion_tokens", None)
         turn.content = message.content
         turn.finish_reason = response.choices[0].finish_reason
-        calls, text = _parse_calls(message)
+        calls, text = _parse_calls(message, parameters)
+        turn.recovered_calls = sum(c.recovered and c.problem is None for c in calls)
         traj.reply = text
         if span:
             span.end(
@@ -443,8 +447,11 @@ def _describe(exc: Exception) -> str:
 # Parsing tool calls
 
 
-def _parse_calls(message: Any) -> tuple[list[_Call], str | None]:
-    """The tool calls in a reply, and its text outside any ``<tool_call>`` blocks."""
+def _parse_calls(message: Any, parameters: dict[str, list[str]]) -> tuple[list[_Call], str | None]:
+    """The tool calls in a reply, and its text around calls written as text.
+
+    ``parameters`` (``{tool: parameter names}``) are the tools a call in the text may name.
+    """
     content = message.content
     structured = getattr(message, "tool_calls", None) or []
     if structured:
@@ -455,34 +462,9 @@ def _parse_calls(message: Any) -> tuple[list[_Call], str | None]:
             raw = getattr(function, "arguments", None)
             calls.append(_Call(getattr(tc, "id", None) or _call_id(i), name, _load_arguments(raw)))
         return calls, content
-    if not content or "<tool_call>" not in content:
-        return [], content
-    calls = [_parse_text_call(block, i) for i, block in enumerate(_TOOL_CALL_RE.findall(content))]
-    text = _TOOL_CALL_RE.sub("", content).strip() or None
+    found, text = parse_tool_calls(content, parameters)
+    calls = [_Call(_call_id(i), c.name, c.arguments, c.problem, recovered=True) for i, c in enumerate(found)]
     return calls, text
-
-
-def _parse_text_call(block: str, index: int) -> _Call:
-    try:
-        data = json.loads(block)
-    except json.JSONDecodeError as exc:
-        name = (_NAME_RE.search(block) or [None, ""])[1]
-        return _Call(
-            _call_id(index),
-            name,
-            block,
-            f"the tool call is not valid JSON ({exc.msg} at character {exc.pos}). Write it as "
-            '<tool_call>{"name": "search_emails", "arguments": {"keywords": ["..."]}}</tool_call>',
-        )
-    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
-        return _Call(
-            _call_id(index),
-            "",
-            block,
-            'a tool call must be a JSON object with a "name" (string) and "arguments" (object)',
-        )
-    arguments = data.get("arguments", data.get("parameters", {}))
-    return _Call(_call_id(index), data["name"], _load_arguments(arguments))
 
 
 def _load_arguments(raw: Any) -> Any:

@@ -39,6 +39,8 @@ class Turn:
 
     ``retries`` lists the transport errors (timeouts, 5xx, dropped connections) that were retried
     before this reply; ``error`` is set when the call failed for good and ended the rollout.
+    ``recovered_calls`` counts the tool calls read from the reply's text (``env.toolcalls``)
+    because the endpoint returned none in ``tool_calls``.
     """
 
     index: int
@@ -51,6 +53,7 @@ class Turn:
     tool_calls: list[ToolCall] = field(default_factory=list)
     retries: list[str] = field(default_factory=list)
     error: str | None = None
+    recovered_calls: int = 0
 
 
 @dataclass
@@ -92,6 +95,11 @@ class Trajectory:
     def failed_tool_calls(self) -> int:
         """How many tool calls returned an error."""
         return sum(call.error is not None for call in self.tool_calls)
+
+    @property
+    def recovered_calls(self) -> int:
+        """How many tool calls were read from reply text rather than structured ``tool_calls``."""
+        return sum(turn.recovered_calls for turn in self.turns)
 
     @property
     def prompt_tokens(self) -> int:
@@ -137,7 +145,7 @@ class Trajectory:
             lines.extend(f"  retried after: {r}" for r in turn.retries)
             if turn.error:
                 lines.append(f"  model error: {turn.error}")
-            if turn.content and (not turn.tool_calls or "<tool_call>" not in turn.content):
+            if turn.content and not (turn.tool_calls and turn.recovered_calls):
                 lines.append(f"  assistant: {_clip(turn.content, max_result_chars)}")
             for call in turn.tool_calls:
                 args = call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
+from env.agent import run_agent
 from env.toolcalls import TextCall, parse_tool_calls, tool_parameters
 from env.tools import InboxTools
+from env.trajectory import Trajectory
+from tests.fixtures.scripted import ScriptedServer, text, tool_call
+from tests.fixtures.tools import QUERY_DATE, build_tools_db
 
 TOOLS = tool_parameters(InboxTools.schemas())
+FINAL = "return_final_answer"
 NAMES = list(TOOLS)
 MID = "<18782981.1075855378110.JavaMail.evans@thyme>"
 GAS = {"keywords": ["gas", "price"]}
@@ -339,3 +345,49 @@ def test_doctests() -> None:
 
     result = doctest.testmod(env.toolcalls)
     assert result.attempted > 0 and result.failed == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# In the agent loop
+
+
+def test_the_agent_runs_calls_written_in_any_dialect_and_counts_them(
+    scripted: ScriptedServer, tmp_path: Path
+) -> None:
+    """Qwen2.5-Coder-1.5B's zero-shot reply (two calls in ``<tools>``) no longer ends the rollout."""
+    gas = "<m1.alice@example.com>"
+    scripted.queue(
+        text(
+            "I will search and read.\n<tools>\n"
+            '{"name": "search_emails", "arguments": {"keywords": ["gas"]}}\n'
+            f'{{"name": "read_email", "arguments": {{"message_id": "{gas}"}}}}\n</tools>'
+        ),
+        tool_call("search_emails", {"keywords": ["forecast"]}),  # a structured call is not recovered
+        text(f"return_final_answer(answer='$5.10', sources=['{gas}'])"),
+    )
+    settings = scripted.settings(tmp_path)
+    db = build_tools_db(tmp_path / "inbox.db")
+    traj = run_agent("What is the gas price forecast?", "alice-a", QUERY_DATE, db=db, settings=settings)
+    assert traj.ended == "answered" and traj.answer == "$5.10" and traj.sources == [gas.strip("<>")]
+    assert [c.name for c in traj.tool_calls] == ["search_emails", "read_email", "search_emails", FINAL]
+    assert all(c.error is None for c in traj.tool_calls)
+    assert [t.recovered_calls for t in traj.turns] == [2, 0, 1] and traj.recovered_calls == 3
+    first, _, third = [m for m in traj.messages if m["role"] == "assistant"][-3:]
+    assert first["content"] == "I will search and read."  # the text around the calls
+    assert third["content"] is None and len(third["tool_calls"]) == 1
+    sent = scripted.requests[1]["messages"][-3]["tool_calls"]  # sent back as structured calls
+    assert [json.loads(c["function"]["arguments"]) for c in sent] == [
+        {"keywords": ["gas"]},
+        {"message_id": gas},
+    ]
+    assert Trajectory.from_dict(json.loads(traj.to_json())).recovered_calls == 3
+
+
+def test_a_problem_call_is_not_counted_as_recovered(scripted: ScriptedServer, tmp_path: Path) -> None:
+    scripted.queue(
+        text('<tool_call>{"name": "search_emails", "arguments": {"keywords": ["gas"]</tool_call>'),
+        tool_call(FINAL, {"answer": "I don't know", "sources": []}),
+    )
+    db = build_tools_db(tmp_path / "inbox.db")
+    traj = run_agent("q", "alice-a", QUERY_DATE, db=db, settings=scripted.settings(tmp_path))
+    assert "not valid JSON" in traj.tool_calls[0].error and traj.recovered_calls == 0
