@@ -61,6 +61,12 @@ class _TrainFields:
     max_questions: int | None = _f(
         None, "Use at most this many training questions (None = all).", "Model and data"
     )
+    unanswerable_share: float = _f(
+        0.3,
+        "Share of unanswerable questions in the training set: time-shifted and entity-swapped ones are "
+        "made from the answerable questions and checked with the tools (synth_data.unanswerable); 0 = none.",
+        "Model and data",
+    )
     few_shot: bool = _f(
         True, "Put the worked tool-call example in the prompt (env.agent.build_messages).", "Model and data"
     )
@@ -113,6 +119,8 @@ class _TrainFields:
             raise ValueError(
                 f"lora_target_modules is empty: name the modules to adapt, e.g. {ALL_PROJECTIONS}."
             )
+        if not 0 <= self.unanswerable_share < 1:
+            raise ValueError(f"unanswerable_share={self.unanswerable_share}: set a share in [0, 1).")
         if self.save_steps < 1:
             raise ValueError(f"save_steps={self.save_steps}: checkpoints need save_steps >= 1.")
         if self.dtype not in DTYPES:

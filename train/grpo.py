@@ -39,6 +39,7 @@ from train.loading import (
     prepare_run_dir,
     train_and_save,
     training_questions,
+    with_unanswerables,
 )
 from train.metrics import make_callback
 from train.registry import new_run_name, write_json_atomic
@@ -76,6 +77,7 @@ def train_grpo(
     path, selected = training_questions(settings, config)
     if questions is not None:
         selected = questions
+    selected = with_unanswerables(settings, config, selected)
     filtered: dict[str, Any] = {}
     if config.filter_questions:
         selected, filtered = filter_questions(settings, config, selected)

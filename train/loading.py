@@ -11,6 +11,7 @@ from typing import Any
 from env.config import Settings
 from env.db import NoInbox, get_inbox, open_db
 from synth_data.questions import Question, default_questions_path, load_questions
+from synth_data.unanswerable import add_unanswerables
 from train.config import _TrainFields
 from train.registry import resolve_adapter_path, run_dir
 
@@ -81,6 +82,17 @@ def training_questions(settings: Settings, config: _TrainFields) -> tuple[Path, 
     if not questions:
         raise ValueError(f"No training questions left from {path} (inboxes={config.inboxes or 'all'}).")
     return path, questions
+
+
+def with_unanswerables(settings: Settings, config: _TrainFields, questions: list[Question]) -> list[Question]:
+    """``questions`` plus made-up unanswerable ones up to ``config.unanswerable_share`` of the set
+    (``synth_data.unanswerable``; the same ones for the same seed)."""
+    if not config.unanswerable_share:
+        return questions
+    mixed, _ = add_unanswerables(
+        open_db(settings.db_path), questions, config.unanswerable_share, seed=config.seed
+    )
+    return mixed
 
 
 def load_tokenizer(base_model: str) -> Any:

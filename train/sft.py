@@ -29,6 +29,7 @@ from env.config import Settings
 from env.db import get_inbox, open_db, resolve_message_ids
 from env.prompt import I_DONT_KNOW, build_messages
 from env.tools import MAX_BODY_CHARS, InboxTools, ToolError, make_tools
+from synth_data.ground import answer_terms_in, normalize
 from synth_data.questions import Question
 from train.config import InboxSFTConfig
 from train.env import template_messages
@@ -42,6 +43,7 @@ from train.loading import (
     prepare_run_dir,
     train_and_save,
     training_questions,
+    with_unanswerables,
 )
 from train.metrics import make_callback
 from train.registry import new_run_name
@@ -129,8 +131,10 @@ def qa_trajectory(
         return result.content
 
     if question.kind == "unanswerable" or not question.answer:
-        keywords = question_keywords(question.question, 3) or ["update"]
-        call("search_emails", {"keywords": keywords})
+        keywords = question_keywords(question.question, 6) or ["update"]
+        call("search_emails", {"keywords": keywords[:2]})
+        if keywords[2:4]:  # one retry with other words before giving up
+            call("search_emails", {"keywords": keywords[2:4]})
         messages.append(_assistant_call("return_final_answer", {"answer": I_DONT_KNOW, "sources": []}, step))
         return messages
 
@@ -154,18 +158,29 @@ def qa_trajectory(
     if not found:
         return None
     seen_rows: set[int] = set()
-    sources = []
+    sources, shown = [], []
     for message_id in found:
         row = resolve_message_ids(db, inbox.id, [message_id]).get(message_id)
         if row in seen_rows or len(sources) >= MAX_READS:
             continue
         seen_rows.add(row)
-        call("read_email", {"message_id": message_id})
+        shown.append(call("read_email", {"message_id": message_id}))
         sources.append(message_id)
+    if not _supported(question, shown):
+        return None  # the answer is not in what the trajectory read (e.g. past max_body_chars)
     messages.append(
         _assistant_call("return_final_answer", {"answer": question.answer, "sources": sources}, step)
     )
     return messages
+
+
+def _supported(question: Question, shown: list[str]) -> bool:
+    """Whether the emails a trajectory read (``read_email`` results) back its answer: the evidence
+    quote is in them, or at least half of the answer's content words are."""
+    text = "\n".join(" ".join(str(v) for v in json.loads(content).values()) for content in shown)
+    if question.evidence and normalize(question.evidence) in normalize(text):
+        return True
+    return answer_terms_in(question.answer or "", text) >= 0.5
 
 
 def qa_examples(
@@ -287,6 +302,7 @@ def train_sft(
     path, selected = training_questions(settings, config)
     if questions is not None:
         selected = questions
+    selected = with_unanswerables(settings, config, selected)
     db = open_db(settings.db_path)
     if config.source == "teacher":
         examples, skipped = teacher_examples(settings, config, selected, progress=progress)
