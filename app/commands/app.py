@@ -1,7 +1,8 @@
 """`inboxrl app` (the Streamlit UI) and `inboxrl demo` (everything the UI needs, then the UI).
 
 `inboxrl demo` is the main job of the first README command: prepare the embedded model, ingest the
-default inbox, start the local model server, then serve the app on 127.0.0.1, all offline.
+default inbox, start the local model server, then serve the app on 127.0.0.1, all offline. Once
+the app answers it prints three example questions to try (:mod:`app.examples`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -58,8 +59,10 @@ def wait_for_app(url: str, proc: subprocess.Popen, timeout_s: float = 60.0) -> N
     raise RuntimeError(f"The app did not answer at {url} within {timeout_s:.0f} s.")
 
 
-def run_app(host: str, port: int, *, started: float | None = None) -> int:
-    """Serve the app in the foreground until Ctrl-C; print its URL once it answers."""
+def run_app(
+    host: str, port: int, *, started: float | None = None, on_ready: Callable[[], None] | None = None
+) -> int:
+    """Serve the app in the foreground until Ctrl-C; print its URL once it answers, then call ``on_ready``."""
     env = {**os.environ, **OFFLINE_ENV, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     # `docker stop` and `kill` send SIGTERM: exit through the `finally` below so Streamlit stops too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -72,6 +75,8 @@ def run_app(host: str, port: int, *, started: float | None = None) -> int:
         wait_for_app(url, proc)
         took = f" ({time.monotonic() - started:.1f} s in all)" if started is not None else ""
         typer.secho(f"InboxRL is ready at {url}{took}. Press Ctrl-C to stop.", fg="green", bold=True)
+        if on_ready:
+            on_ready()
         return proc.wait()
     except KeyboardInterrupt:
         return 0
@@ -109,6 +114,27 @@ def ensure_default_inbox(settings: Settings) -> str:
             return f"{settings.db_path} already holds {', '.join(i.id for i in inboxes)}"
     report = ingest([default_inbox_archive()], settings.db_path)
     return f"ingested {report.ingested:,} emails into {settings.db_path}"
+
+
+def print_examples(settings: Settings, n: int = 3) -> None:
+    """Print ``n`` example questions from the shipped set as ``inboxrl ask`` commands (none: nothing)."""
+    from app.examples import ask_command, example_questions
+    from env.db import list_inboxes, open_db
+
+    db = open_db(settings.db_path)
+    try:
+        inboxes = [key for i in list_inboxes(db) for key in (i.id, *i.addresses)]
+    finally:
+        db.close()
+    examples = example_questions(settings, n, inboxes=inboxes)
+    if not examples:
+        return
+    typer.echo(
+        "Not sure what to ask? Try these questions from the shipped question set: in the app (the"
+        "\nexample buttons set the inbox and date), or here:"
+    )
+    for question in examples:
+        typer.echo(f"  {ask_command(question)}")
 
 
 def registered_adapters(settings: Settings) -> dict[str, Path]:
@@ -168,7 +194,7 @@ def register(cli: typer.Typer) -> None:
             raise typer.Exit(1) from e
         typer.echo("• Starting the app...")
         try:
-            code = run_app(host, port, started=started)
+            code = run_app(host, port, started=started, on_ready=lambda: print_examples(settings))
         finally:
             if not server_up and not keep_server and stop(settings):
                 typer.echo("Stopped the model server.")

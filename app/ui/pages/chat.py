@@ -9,6 +9,7 @@ import streamlit as st
 from app.ui import models, render, session
 from app.ui.chat import ChatTurn, run_turn, save_feedback
 from app.ui.data import AppStateError, default_query_date, inboxes_or_error, read_email
+from app.ui.examples import CHAT_INPUT_KEY, example_buttons
 
 settings = session.settings()
 st.title("Ask your inbox")
@@ -90,13 +91,15 @@ def draw_turn(turn: ChatTurn, index: int) -> None:
         st.caption(model_line + (f" · trace {turn.trace_id}" if turn.trace_id else ""))
 
 
+if not turns:
+    example_buttons(settings, inboxes)
 for index, turn in enumerate(turns):
     draw_turn(turn, index)
 
 if not choice.ready:
     st.warning(choice.problem, icon=":material/cloud_off:")
 
-question = st.chat_input(f"Ask about {inbox.address}'s email", disabled=not choice.ready)
+question = st.chat_input(f"Ask about {inbox.address}'s email", disabled=not choice.ready, key=CHAT_INPUT_KEY)
 if question:
     with st.chat_message("user"):
         st.text(question)
