@@ -8,6 +8,7 @@ import pkgutil
 import typer
 
 from app import commands
+from env.config import private_files
 
 cli = typer.Typer(
     name="inboxrl",
@@ -27,5 +28,6 @@ _register_all()
 
 
 def main() -> None:
-    """Entry point of the `inboxrl` console script."""
+    """Entry point of the `inboxrl` console script; what it and its servers write is private (0600)."""
+    private_files()
     cli()

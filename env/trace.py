@@ -32,7 +32,7 @@ from typing import Any
 
 import sqlite_utils
 
-from env.config import trace_db_path
+from env.config import private_file, trace_db_path
 from env.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,7 @@ class TraceStore:
     """The local trace store: tables ``traces``, ``spans`` and ``scores`` in one SQLite file."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = private_file(Path(path))  # traces hold email text: 0600 (and so its -wal/-shm)
         with self._db() as db:
             self._ensure_schema(db)
 

@@ -66,13 +66,13 @@ class EvalError(RuntimeError):
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write a file through a temp file in the same folder and ``os.replace``."""
+    """Write a file through a temp file in the same folder and ``os.replace``; it stays private
+    (mkstemp's 0600), as eval outputs quote questions, answers and email text."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; reports are for reading
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
