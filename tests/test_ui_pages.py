@@ -139,7 +139,7 @@ def test_chat_turn_shows_tool_calls_answer_source_email_and_stores_feedback(
     assert scripted.remaining == 0
     assistant = at.chat_message[1]
     assert [s.label for s in assistant.status] == ["3 tool calls"]
-    labels = [e.label for e in assistant.expander]
+    labels = [unescape(e.label) for e in assistant.expander]
     assert labels[0] == "search_emails(keywords=['offsite'])"
     assert labels[1] == f"read_email(message_id='{OFFSITE_ID}')"
     assert any("Friday at 10am" in m for m in texts(assistant, "markdown"))
@@ -228,10 +228,10 @@ def test_traces_page_searches_opens_and_steps_through_turns(
     assert len(at.dataframe[0].value) == 2
     at.text_input[0].set_value("offsite").run()
     assert list(at.dataframe[0].value["question"]) == ["When is the offsite?"]
-    assert next(e.label for e in at.expander) == "search_emails(keywords=['offsite'])"
+    assert unescape(next(e.label for e in at.expander)) == "search_emails(keywords=['offsite'])"
     assert any("Answer: Friday" in s for s in texts(at, "success"))
     at.radio[0].set_value(1).run()  # step to turn 2: only its tool call is shown
-    assert next(e.label for e in at.expander).startswith("return_final_answer(")
+    assert unescape(next(e.label for e in at.expander)).startswith("return_final_answer(")
     at.text_input[0].set_value("budget").run()
     assert any("No answer" in m for m in texts(at, "info"))
 

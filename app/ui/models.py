@@ -86,6 +86,9 @@ def ensure_adapter_loaded(settings: Settings, name: str) -> str | None:
         return None
     try:
         load_adapter(settings, name)
-    except Exception as exc:  # the server refuses: say so in the page
-        return f"Could not load adapter {name!r} into the server: {exc}"
+    except Exception as exc:  # the server refuses: say so in the page (its text is not Markdown)
+        from app.ui.render import escape_markdown
+
+        reason = escape_markdown(f"{name!r} into the server: {exc}")
+        return f"Could not load adapter {reason}"
     return None

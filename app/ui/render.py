@@ -1,11 +1,14 @@
 """Streamlit drawing shared by the pages: tool calls, emails, answers and whole trajectories.
 
-Model output and email content are untrusted: they are shown as text or code, never as HTML.
+Model output and email content are untrusted: they are shown as text or code, never as HTML, and
+wherever Streamlit reads Markdown (labels, captions, alerts, ``st.markdown``) they go through
+:func:`escape_markdown` first, so they cannot add links, images, formatting, colours or icons.
 """
 
 from __future__ import annotations
 
 import json
+import string
 from typing import Any
 
 import sqlite_utils
@@ -15,6 +18,7 @@ from app.ui.data import read_email
 from judge.abstain import is_abstention
 
 OPEN_EMAIL = "open_email"  # session_state key: {"scope": ..., "inbox": ..., "message_id": ...}
+_MARKDOWN_ESCAPES = str.maketrans({c: "\\" + c for c in string.punctuation})
 
 
 def parse_json(text: Any) -> Any:
@@ -48,11 +52,11 @@ def render_tool_call(call: dict[str, Any], *, scope: str, inbox: str, key: str) 
     name = call.get("name", "?")
     error = call.get("error")
     icon = ":material/error:" if error else ":material/build:"
-    with st.expander(call_label(name, call.get("arguments")), icon=icon):
+    with st.expander(escape_markdown(call_label(name, call.get("arguments"))), icon=icon):
         st.caption("Arguments")
         st.json(call.get("arguments") or {}, expanded=True)
         if error:
-            st.error(f"Tool error: {error}")
+            st.error(f"Tool error: {escape_markdown(str(error))}")
         result = parse_json(call.get("content"))
         if error or result in (None, ""):
             return
@@ -76,7 +80,7 @@ def render_email(email: dict[str, Any] | None, message_id: str, *, key: str) -> 
     """An opened email: headers (from, to, cc, date, subject) and the body as plain text."""
     with st.container(border=True):
         if email is None:
-            st.warning(f"Email {message_id} is not in this inbox.")
+            st.warning(f"Email {escape_markdown(message_id)} is not in this inbox.")
         else:
             st.markdown(f"**:material/mail: {escape_markdown(email.get('subject') or '(no subject)')}**")
             sender = email.get("from_address", "")
@@ -98,8 +102,16 @@ def render_email(email: dict[str, Any] | None, message_id: str, *, key: str) -> 
 
 
 def escape_markdown(text: str) -> str:
-    """Escape Markdown so that subjects cannot inject links or formatting."""
-    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>~$:" else c for c in text)
+    r"""``text`` as literal Markdown: a backslash before every ASCII punctuation character.
+
+    CommonMark (and Streamlit's ``:color[...]``, ``:material/...:`` and ``$math$``) reads any escaped
+    punctuation as itself, so links, images, emphasis, headings, tables, HTML and directives all show
+    as the characters they are made of.
+
+    >>> print(escape_markdown("![x](http://e.vil) **hi** :red[no]"))
+    \!\[x\]\(http\:\/\/e\.vil\) \*\*hi\*\* \:red\[no\]
+    """
+    return text.translate(_MARKDOWN_ESCAPES)
 
 
 def render_trajectory(
@@ -112,10 +124,8 @@ def render_trajectory(
     inbox = str(trajectory.get("inbox", ""))
     turns = trajectory.get("turns", [])
     st.markdown(f"**Question:** {escape_markdown(str(trajectory.get('question', '')))}")
-    st.caption(
-        f"inbox {inbox} · date {trajectory.get('query_date', '?')} · model {trajectory.get('model', '?')} · "
-        f"{len(turns)} turns · {trajectory.get('duration_s', 0):.1f} s"
-    )
+    where = f"inbox {inbox} · date {trajectory.get('query_date', '?')} · model {trajectory.get('model', '?')}"
+    st.caption(f"{escape_markdown(where)} · {len(turns)} turns · {trajectory.get('duration_s', 0):.1f} s")
     for t, record in enumerate(turns):
         if turn is None or t == turn:
             render_turn(record, t, inbox=inbox, key=key)

@@ -120,7 +120,7 @@ if question:
                     st.markdown(f":material/build: {render.escape_markdown(label)}")
                 elif kind == "tool_result":
                     if event.get("error"):
-                        st.error(event["error"])
+                        st.error(render.escape_markdown(str(event["error"])))
                     else:
                         st.text(str(event.get("content") or "")[:600])
 
