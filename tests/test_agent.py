@@ -556,6 +556,7 @@ def test_ask_end_to_end_with_vllm(vllm_server, default_db_path: Path, tmp_path: 
         **os.environ,
         "INBOXRL_HOME": str(tmp_path),
         "INBOXRL_BASE_URL": vllm_server.base_url,
+        "INBOXRL_API_KEY": vllm_server.api_key,
         "INBOXRL_MODEL": vllm_server.model,
         "INBOXRL_MAX_TURNS": "2",
         "INBOXRL_TIMEOUT_S": "300",  # a loaded 2-core CI machine can be slow; the test is about the CLI

@@ -322,7 +322,7 @@ def test_real_llm_judge_schema_cache_and_injection(vllm_server: Settings, tmp_pa
     sent: list[httpx.Request] = []
     client = openai.OpenAI(
         base_url=settings.base_url,
-        api_key="EMPTY",
+        api_key=settings.api_key,
         http_client=httpx.Client(event_hooks={"request": [sent.append]}, timeout=120),
     )
     v = judge_answer(

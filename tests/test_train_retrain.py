@@ -84,6 +84,7 @@ def test_retrain_on_a_new_maildir(tmp_path: Path, vllm_server: Settings, embedde
         "INBOXRL_HOME": str(home),
         "INBOXRL_DB": str(home / "inbox.db"),
         "INBOXRL_BASE_URL": vllm_server.base_url,
+        "INBOXRL_API_KEY": vllm_server.api_key,
         "INBOXRL_MODEL": vllm_server.model,
         "INBOXRL_MAX_TURNS": "2",
     }
@@ -105,7 +106,7 @@ def test_retrain_on_a_new_maildir(tmp_path: Path, vllm_server: Settings, embedde
     assert set(stages["eval"]) == {"base", "new"}  # no earlier adapter to beat
     for summary in stages["eval"].values():
         assert summary["n"] >= 1 and summary["accuracy"] is not None
-    settings = Settings(home=home, base_url=vllm_server.base_url)
+    settings = Settings(home=home, base_url=vllm_server.base_url, api_key=vllm_server.api_key)
     names = [r.name for r in list_runs(settings)]
     if stages["register"]["registered"]:
         assert names == ["reyes-1"] and stages["register"]["loaded"]

@@ -138,6 +138,7 @@ def test_vllm_serves_the_trained_adapter(trained: Settings, vllm_server: Setting
     reply = httpx.post(
         f"{vllm_server.base_url}/chat/completions",
         json={"model": "grpo-smoke", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5},
+        headers={"Authorization": f"Bearer {vllm_server.api_key}"},
         timeout=120,
     )
     assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"] is not None

@@ -96,6 +96,7 @@ def test_demo_ingests_the_default_inbox_and_serves_the_app(vllm_server: Settings
         **os.environ,
         "INBOXRL_HOME": str(tmp_path),
         "INBOXRL_BASE_URL": vllm_server.base_url,
+        "INBOXRL_API_KEY": vllm_server.api_key,
         "INBOXRL_MODEL": vllm_server.model,
     }
     proc = subprocess.Popen(
@@ -116,7 +117,7 @@ def test_demo_ingests_the_default_inbox_and_serves_the_app(vllm_server: Settings
         assert page.status_code == 200
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
-        assert is_healthy(vllm_server.base_url)
+        assert is_healthy(vllm_server.base_url, vllm_server.api_key)
     finally:
         if proc.poll() is None:
             proc.kill()
