@@ -50,6 +50,7 @@ def start_app(home: Path, settings: Settings, port: int) -> subprocess.Popen:
         **os.environ,
         "INBOXRL_HOME": str(home),
         "INBOXRL_BASE_URL": settings.base_url,
+        "INBOXRL_API_KEY": settings.api_key,
         "INBOXRL_MODEL": settings.model,
         # a few turns keep the test within minutes on 2 cores, whatever the tiny model does
         "INBOXRL_MAX_TURNS": "3",

@@ -197,7 +197,7 @@ def test_missing_gguf_package_says_how_to_install(monkeypatch: pytest.MonkeyPatc
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_server_lists_the_model(vllm_server: Settings) -> None:
-    assert is_healthy(vllm_server.base_url)
+    assert is_healthy(vllm_server.base_url, vllm_server.api_key)
     assert vllm_server.model in served_models(vllm_server)
 
 
@@ -237,7 +237,7 @@ def test_a_seeded_long_prompt_does_not_kill_the_server(vllm_server: Settings) ->
     long = asyncio.run(ask(f"{filler}\nWhich day?", 1))
     assert 2048 < long.usage.prompt_tokens < 4000
     assert asyncio.run(ask("Which day?", 2)).choices[0].finish_reason in {"stop", "length"}
-    assert is_healthy(vllm_server.base_url)
+    assert is_healthy(vllm_server.base_url, vllm_server.api_key)
 
 
 def _greedy_logprobs(settings: Settings, model: str) -> list[float]:
