@@ -6,6 +6,7 @@ behind it, and save a screenshot to tests/artifacts/browser-chat.png.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -18,8 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.examples import example_questions
 from env.config import Settings
 from tests.fixtures.model import free_port
+from tests.fixtures.scripted import ScriptedServer, tool_call
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -67,11 +70,16 @@ def start_app(home: Path, settings: Settings, port: int) -> subprocess.Popen:
 @pytest.fixture
 def app_url(vllm_server: Settings, default_db_path: Path, tmp_path: Path) -> Iterator[str]:
     """The app, running on a copy of the default inbox, until the test ends."""
+    yield from serve_app(vllm_server, default_db_path, tmp_path)
+
+
+def serve_app(settings: Settings, default_db_path: Path, tmp_path: Path) -> Iterator[str]:
+    """Run the app for the model at ``settings.base_url`` on a copy of the default inbox; yield its URL."""
     home = tmp_path / "home"
     home.mkdir()
     shutil.copy(default_db_path, home / "inbox.db")
     port = free_port()
-    proc = start_app(home, vllm_server, port)
+    proc = start_app(home, settings, port)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -133,3 +141,49 @@ def test_ask_see_tool_calls_and_open_an_email(app_url: str) -> None:
             page.screenshot(path=str(ARTIFACTS / "browser-chat.png"), full_page=True)
         finally:
             browser.close()
+
+
+@pytest.fixture
+def scripted_app_url(scripted: ScriptedServer, default_db_path: Path, tmp_path: Path) -> Iterator[str]:
+    """The app on a copy of the default inbox, its model the scripted server (no vLLM needed)."""
+    yield from serve_app(scripted.settings(tmp_path), default_db_path, tmp_path)
+
+
+def test_an_example_question_fills_the_chat_input_and_sets_inbox_and_date(
+    scripted_app_url: str, scripted: ScriptedServer, tmp_path: Path
+) -> None:
+    """A newcomer clicks an example: the question lands in the chat input, the sidebar switches to
+    its inbox and "today", and sending it asks the agent about that inbox on that date."""
+    from playwright.sync_api import expect, sync_playwright
+
+    example = example_questions(Settings(home=tmp_path / "home"), 3)[1]  # not the default inbox
+    answer = {"answer": example.answer, "sources": example.message_ids[:1]}
+    scripted.queue_for(example.question, tool_call("return_final_answer", answer))
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(scripted_app_url)
+            button = page.locator(".st-key-example-1 button")
+            expect(button).to_contain_text(example.question, timeout=60_000)
+            box = page.get_by_test_id("stChatInputTextArea")
+            expect(box).to_have_value("")
+            button.click()
+            expect(box).to_have_value(example.question, timeout=30_000)
+            inbox = page.get_by_role("combobox", name="Inbox")
+            expect(inbox).to_have_value(re.compile(f"^{re.escape(example.inbox_key)} · "))
+            today = page.locator(f".st-key-date-{example.inbox_key} input")
+            expect(today).to_have_value(example.query_date)
+            page.screenshot(path=str(ARTIFACTS / "browser-example.png"), full_page=True)
+            box.press("Enter")
+            turn = page.get_by_test_id("stChatMessage").nth(1)
+            expect(turn.get_by_text(f"scripted · {example.inbox_key} · {example.query_date}")).to_be_visible(
+                timeout=60_000
+            )
+            expect(turn.get_by_text(example.answer, exact=True)).to_be_visible()
+        finally:
+            browser.close()
+    [request] = scripted.requests
+    assert request["messages"][-1]["content"] == example.question
+    assert example.query_date in json.dumps(request["messages"])
