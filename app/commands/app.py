@@ -130,8 +130,8 @@ def print_examples(settings: Settings, n: int = 3) -> None:
     if not examples:
         return
     typer.echo(
-        "Not sure what to ask? Try these questions from the shipped question set: in the app (the"
-        "\nexample buttons set the inbox and date), or here:"
+        "Not sure what to ask? Try one of these questions from the shipped question set: click it\n"
+        "in the app's chat page (that sets its inbox and date), or run:"
     )
     for question in examples:
         typer.echo(f"  {ask_command(question)}")
