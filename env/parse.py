@@ -58,6 +58,7 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _NOT_MAIL_CHARSETS = frozenset(("unicode-escape", "raw-unicode-escape", "punycode", "idna", "undefined"))
 """Python codecs that are not mail charsets: they turn ``\\ud800`` text into surrogates."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
 
 
 class ParseError(ValueError):
@@ -243,8 +244,11 @@ def _transfer_decode(payload: bytes, encoding: str) -> bytes:
     if encoding == "base64":
         try:
             return binascii.a2b_base64(payload)
-        except binascii.Error:
-            return binascii.a2b_base64(payload + b"===")
+        except binascii.Error:  # cut short or padded wrongly: re-pad the tail; one odd character is lost
+            compact = _NOT_BASE64.sub(b"", payload)
+            whole = len(compact) - len(compact) % 4
+            tail = compact[whole:] + b"=" * (4 - len(compact) % 4) if len(compact) % 4 > 1 else b""
+            return binascii.a2b_base64(compact[:whole]) + binascii.a2b_base64(tail)
     return payload
 
 

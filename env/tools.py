@@ -18,10 +18,11 @@ Cost of a search (measured in bench/results/search.md): the FTS5 query ANDs the 
 ``inbox_token`` (see ``env.db``) with the keywords, so BM25 scores only this inbox's matches, not
 every inbox's. What remains is bm25()'s IDF, which FTS5 computes per query by counting each
 keyword's matches over the whole table (so keywords carry no column filter, which doubles that
-count), and snippet(), which tokenizes each result's body (so bodies over ``SNIPPET_MAX_CHARS``
-get a snippet built in Python). Both work on ``emails.indexed_body``, the body's first
-``env.db.INDEXED_BODY_CHARS`` characters, so no email, however large or hostile, makes a search slow
-(bench/results/search_adversarial.md).
+count). The index holds ``emails.indexed_body``, the body's first ``env.db.INDEXED_BODY_CHARS``
+characters, so BM25's per-email work is bounded. Snippets are built in Python (:func:`_snippet`)
+over that same prefix, in time linear in it: FTS5's snippet() scores every window around every
+match, quadratic in a term's matches in one email (5,000 repeats of one word: 270 ms). So no email,
+however large or hostile, makes a search slow (bench/results/search_adversarial.md).
 
 Try it: ``inboxrl search --inbox allen-p --date 2001-05-01 gas prices``.
 """
@@ -52,9 +53,6 @@ MAX_KEYWORDS = 20
 MAX_ARG_CHARS = 200  # per keyword, address filter or message id
 SNIPPET_TOKENS = 24
 MAX_BODY_CHARS = 20_000  # read_email's default cap on a body (about 5,000 tokens)
-# FTS5's snippet() tokenizes the whole indexed body (here ~0.15 ms per 1,000 characters, 30 ms for
-# env.db.INDEXED_BODY_CHARS): longer ones get a snippet built around the first keyword by _long_snippet.
-SNIPPET_MAX_CHARS = 20_000
 # Shown in the error message when a call's arguments do not fit the tool's signature.
 EXAMPLES = {
     "search_emails": '{"keywords": ["gas", "price"], "sent_after": "2001-01-01", "max_results": 10}',
@@ -62,7 +60,7 @@ EXAMPLES = {
     "return_final_answer": '{"answer": "...", "sources": ["<message_id>", ...]}',
 }
 INBOX_TOKEN_LIKE = re.compile(r"\W*inbox\w*\d\w*\W*", re.IGNORECASE)  # see _phrases
-HIGHLIGHT = ("**", "**")  # FTS5 snippet() markers around matched terms
+HIGHLIGHT = ("**", "**")  # snippet markers around matched terms
 # bm25 column weights (subject, body): a hit in the subject says more about what an email is about.
 BM25_WEIGHTS = (2.0, 1.0)
 
@@ -180,18 +178,15 @@ class InboxTools:
         phrases = _phrases(keywords)
         if not rows and len(phrases) > 1:
             rows = self.db.execute(sql, {**params, "query": self._fts_query(phrases, "OR")}).fetchall()
-        columns = ("message_id", "subject", "from_address", "date", "snippet")
-        hits = [dict(zip(columns, row, strict=True)) for row in rows]
-        for hit in hits:
-            if hit["snippet"] is None:  # an indexed body over SNIPPET_MAX_CHARS
-                (body,) = self.db.execute(
-                    "select indexed_body from emails where id = "
-                    "(select email_id from message_ids where inbox = ? and message_id = ?)",
-                    [self.inbox.id, hit["message_id"]],
-                ).fetchone()
-                hit["snippet"] = _long_snippet(body or "", phrases)
-            hit["snippet"] = " ".join(hit["snippet"].split())  # line breaks and indents cost tokens
-        return hits
+        pattern = _keyword_pattern(phrases)
+        columns = ("message_id", "subject", "from_address", "date")
+        return [
+            {
+                **dict(zip(columns, row[:4], strict=True)),
+                "snippet": _snippet(row[1] or "", row[4] or "", pattern),
+            }
+            for row in rows
+        ]
 
     def read_email(self, message_id: str) -> dict:
         """Read one email in full.
@@ -329,11 +324,8 @@ class InboxTools:
                 r"(r.address like :to_addr escape '\' or r.name like :to_addr escape '\'))"
             )
             params["to_addr"] = _like_arg("to_addr", to_addr)
-        start, end = HIGHLIGHT
         sql = (
-            "select e.message_id, e.subject, e.from_address, e.date, "
-            f"case when length(e.indexed_body) > {SNIPPET_MAX_CHARS} then null else "
-            f"snippet(emails_fts, -1, '{start}', '{end}', ' … ', {SNIPPET_TOKENS}) end as snippet\n"
+            "select e.message_id, e.subject, e.from_address, e.date, e.indexed_body\n"
             "from emails_fts join emails e on e.id = emails_fts.rowid\n"
             "where " + "\n  and ".join(where) + "\norder by rank\nlimit :limit"
         )
@@ -368,21 +360,44 @@ def _phrases(keywords: list[str]) -> tuple[str, ...]:
     return tuple('"' + k.replace('"', '""') + '"' for k in usable)
 
 
-def _long_snippet(text: str, phrases: tuple[str, ...]) -> str:
-    """About SNIPPET_TOKENS words of ``text`` around the first word starting with a keyword, marked.
+def _keyword_pattern(phrases: tuple[str, ...]) -> re.Pattern:
+    """A regex for the words the FTS5 query may have matched: each phrase's words, in order.
 
-    The stand-in for FTS5's snippet() on very long bodies: prefix matching approximates stemming.
+    Porter stemming is approximated by prefixes: a word longer than four letters may lose up to
+    three (``forecasting`` matches ``forecast``, ``prices`` matches ``price``).
     """
-    words = sorted({w for p in phrases for w in re.findall(r"\w+", p.lower())}, key=len, reverse=True)
-    pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\w*", re.IGNORECASE)
-    hit = pattern.search(text)
+    alternatives = []
+    for phrase in phrases:
+        words = re.findall(r"\w+", phrase.lower())
+        stems = [re.escape(w[: max(4, len(w) - 3)]) + r"\w*" for w in words]
+        alternatives.append(r"\b" + r"\W+".join(stems))
+    alternatives.sort(key=len, reverse=True)
+    return re.compile("|".join(alternatives), re.IGNORECASE)
+
+
+def _snippet(subject: str, body: str, pattern: re.Pattern) -> str:
+    """About SNIPPET_TOKENS words of ``body`` around its first match of ``pattern``, matches marked.
+
+    ``body`` is the indexed prefix (at most ``env.db.INDEXED_BODY_CHARS``): one regex search to the
+    first match and a window of a few hundred characters, so the cost is linear and bounded. With
+    no match in the body (the subject matched) the subject is the snippet; ``…`` marks cut text.
+
+    >>> _snippet("Re: gas", "Hello,\\n\\nthe   gas prices rose.", _keyword_pattern(('"gas price"',)))
+    'Hello, the **gas prices** rose.'
+    """
+    hit = pattern.search(body)
+    if hit is None and pattern.search(subject):
+        body, hit = subject, pattern.search(subject)
     centre = hit.start() if hit else 0
-    head = text[max(0, centre - 400) : centre].split()
+    head = body[max(0, centre - 400) : centre].split()
     before = head[len(head) - SNIPPET_TOKENS // 3 :] if len(head) > SNIPPET_TOKENS // 3 else head
-    after = text[centre : centre + 2000].split()[: SNIPPET_TOKENS - len(before)]
-    window = pattern.sub(lambda m: f"{HIGHLIGHT[0]}{m.group(0)}{HIGHLIGHT[1]}", " ".join(before + after))
-    cut_before = len(before) < len(head) or bool(text[: max(0, centre - 400)].strip())
-    return ("… " if cut_before else "") + window + " …"
+    tail = body[centre : centre + 3000]
+    after = tail.split(maxsplit=SNIPPET_TOKENS - len(before))[: SNIPPET_TOKENS - len(before)]
+    mark = f"{HIGHLIGHT[0]}\\g<0>{HIGHLIGHT[1]}"
+    window = pattern.sub(mark, " ".join(before + after))
+    cut_before = len(before) < len(head) or bool(body[: max(0, centre - 400)].strip())
+    cut_after = len(tail.split(maxsplit=len(after))) > len(after) or bool(body[centre + 3000 :].strip())
+    return ("… " if cut_before else "") + window + (" …" if cut_after else "")
 
 
 # ---- argument helpers ----
