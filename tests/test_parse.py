@@ -266,3 +266,89 @@ def test_structured_fields() -> None:
 def test_doctests(module) -> None:
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
+
+
+def _storable(record: env.parse.EmailRecord) -> bool:
+    """Every text field encodes as UTF-8 (what SQLite stores) and holds no NUL (what length() stops at)."""
+    texts = [record.message_id, record.subject, record.from_address, record.from_name, record.body]
+    texts += [t for _kind, address, name in record.recipients() for t in (address, name)]
+    return all("\x00" not in t and t.encode("utf-8") is not None for t in texts)
+
+
+@pytest.mark.parametrize(
+    ("raw", "kept"),
+    [
+        (b"Subject: s\nContent-Type: text/plain; charset=utf-7\n\n+2D8- hello", "hello"),
+        (b"Subject: =?utf-7?B?KzJEOC0=?= s\nFrom: =?utf-7?B?KzJEOC0=?= <a@b>\n\nbody", "body"),
+        (b"Subject: s\n\nNUL\x00inside", "inside"),
+        (b"Subject: s\nContent-Type: text/plain; charset=undefined\n\ncaf\xe9 \x81", "caf"),
+    ],
+)
+def test_undecodable_text_is_replaced_and_counted(raw: bytes, kept: str) -> None:
+    """Issue 14 item 1: text SQLite cannot store (lone surrogates) or measure (NUL) becomes U+FFFD."""
+    record = parse_message(raw)
+    assert _storable(record)
+    assert kept in record.body and record.repaired >= 1
+    assert "\ufffd" in record.body + record.subject + record.from_name
+
+
+@pytest.mark.parametrize("charset", ["unicode-escape", "raw-unicode-escape", "punycode"])
+def test_python_codecs_are_not_charsets(charset: str) -> None:
+    """``charset=unicode-escape`` would turn the text ``\\ud800`` into a surrogate: the body stays as sent."""
+    record = parse_message(f"Subject: s\nContent-Type: text/plain; charset={charset}\n\nx \\ud800 y".encode())
+    assert record.body == "x \\ud800 y" and record.repaired == 0
+
+
+def test_structured_surrogates_and_nuls_are_replaced() -> None:
+    record = parse_fields(
+        {
+            "message_id": "<\ud800@x>",
+            "subject": "a\udcffb",
+            "from": "N\ud800 <n@x>",
+            "body": "x \ud800 y\x00z",
+        }
+    )
+    assert _storable(record) and record.repaired == 4
+    assert record.body == "x \ufffd y\ufffdz" and record.message_id == "<\ufffd@x>"
+    assert record.subject == "a\xffb"  # an escaped byte (\udcff) is decoded as the byte it stands for
+    assert parse_message(b"Subject: s\n\nplain").repaired == 0
+
+
+@pytest.mark.parametrize("message_id", ["<>", "< >", "", "  "])
+def test_an_empty_message_id_is_no_id(message_id: str) -> None:
+    """Issue 14 item 6: ``<>`` is no identity; each message gets its own stable synthetic id."""
+    a = parse_message(f"Message-ID: {message_id}\nSubject: one\n\nfirst".encode())
+    b = parse_message(f"Message-ID: {message_id}\nSubject: two\n\nsecond".encode())
+    assert a.message_id.endswith("@inboxrl.invalid>") and a.message_id != b.message_id
+    assert a.message_id == env.parse.synthetic_message_id(a.content_hash)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Fri, 31 Dec 9999 23:59:59 -1200", None),  # 10000-01-01 in UTC: no four-digit year
+        ("Fri, 31 Dec 9999 10:00:00 -1200", "9999-12-31T22:00:00Z"),
+        ("Mon, 1 Jan 0999 00:00:00 +0000", "0999-01-01T00:00:00Z"),
+        ("Sat, 1 Jan 1000 00:30:00 +0100", "0999-12-31T23:30:00Z"),
+        ("Sat, 1 Jan 0001 00:00:00 +0100", "2000-12-31T23:00:00Z"),  # two-digit years, as email.utils
+        ("Tue, 1 Jan 10000 00:00:00 +0000", None),
+        ("Thu, 1 Jan 1970 00:00:00 +1400", "1969-12-31T10:00:00Z"),
+    ],
+)
+def test_dates_are_four_digit_utc_instants(value: str, expected: str | None) -> None:
+    """Issue 14 item 7: stored dates sort as text in time order, or are None."""
+    assert parse_date(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("9999-12-31T23:59:59-12:00", None),
+        ("0001-01-01T00:00:00+01:00", None),
+        ("0999-05-01", "0999-05-01T00:00:00Z"),
+        ("2001-05-14T16:39:00-07:00", "2001-05-14T23:39:00Z"),
+    ],
+)
+def test_structured_dates_are_four_digit_utc_instants(value: str, expected: str | None) -> None:
+    record = parse_fields({"subject": "s", "from": "a@b", "body": "b", "date": value})
+    assert record.date == expected
