@@ -7,10 +7,20 @@ is not an abstention.
 
 How it decides, sentence by sentence:
 
-1. An empty answer, or one that is only "unknown", "n/a", "none", "idk", "?" is an abstention.
-2. A sentence is an *abstention sentence* when it matches one of :data:`ABSTAIN_PATTERNS` and
-   nothing after the match pivots to an answer ("I couldn't find the exact figure, **but** it was
-   about $193,000" is an answer; "..., but you could ask Tori" is still an abstention).
+1. An empty answer, or one that is only "unknown", "n/a", "none", "idk", "no results", "nothing
+   found", "?" ... is an abstention.
+2. A sentence is an *abstention sentence* when it matches one of :data:`ABSTAIN_PATTERNS` (plain
+   language included: "Nothing found", "No relevant emails", "I have no clue", "That isn't in your
+   mail", "Your inbox doesn't say") and it states no answer around the match:
+
+   - nothing after the match pivots to an answer or a guess ("I couldn't find the exact figure,
+     **but** it was about $193,000", "I don't know, **maybe** check #1179" are answers; "..., but you
+     could ask Tori" is still an abstention);
+   - no clause after the match's own clause states something ("I don't know, it was #1179");
+   - no clause before the match's own clause states something ("Check #1179, but I'm not sure").
+
+   An abstention that guesses is a committed guess: it is graded as an answer (and the judge marks
+   the hedge incorrect, so it scores below a plain "I don't know").
 3. Every other sentence must be *filler*: an apology, a description of the search, or a suggestion
    ("Sorry.", "I searched your inbox.", "Please check with Tori."), with no digits in it.
 4. The answer is an abstention when it has at least one abstention sentence and only filler besides.
@@ -19,6 +29,7 @@ How it decides, sentence by sentence:
 from __future__ import annotations
 
 import re
+import unicodedata
 
 _CONTRACTIONS = [
     (r"\bcan'?t\b", "cannot"),
@@ -35,7 +46,8 @@ _FIND = (
     r"|come up with|retrieve|discover|get (?:that|this|the|any))"
 )
 _SOURCE = (
-    r"(?:emails?|e-mails?|messages?|mails?|inbox|mailbox|search(?:es)?(?: results?)?|records?|correspondence)"
+    r"(?:emails?|e-mails?|messages?|mails?|inbox|mailbox|search(?:es)?(?: results?)?|records?|correspondence"
+    r"|threads?|documents?|files?)"
 )
 _INFO = (
     r"(?:information|info|data|evidence|details?|mention|mentions|record|records|reference|answer|indication)"
@@ -67,7 +79,14 @@ ABSTAIN_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
         # "There is no information about ...", "there were no emails on that"
         rf"\bthere (?:is|are|was|were) no (?:\w+ ){{0,2}}?(?:{_INFO}|{_SOURCE})\b",
         # "The emails do not mention ...", "your inbox doesn't say"
-        rf"\b{_SOURCE} (?:do|does|did) not (?:seem to |appear to )?{_SAY}",
+        rf"\b{_SOURCE} (?:do|does|did) not (?:seem to |appear to )?(?:{_SAY}|have|has|hold|holds|cover"
+        rf"|covers)",
+        rf"\b{_SOURCE} (?:has|have|had|holds?|contains?|shows?|showed) no\b",
+        rf"\b{_SOURCE} (?:is|are|was|were) silent\b",
+        # "That isn't in your mail", "not anywhere in the emails", "not in any of your messages"
+        rf"\bnot (?:anywhere |included |covered |mentioned |available )?(?:in|within|among|in any of"
+        rf"|anywhere in)"
+        rf" (?:the|your|any|these|my|those|this)(?: \w+)? {_SOURCE}",
         # "... is not mentioned in the emails", "not found in your inbox"
         rf"\bnot (?:mentioned|specified|stated|found|available|included|given|provided|indicated|recorded"
         rf"|documented|discussed|listed|present) (?:anywhere )?(?:in|within|among) "
@@ -82,7 +101,26 @@ ABSTAIN_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
         r"\bunclear from\b",
         r"\bi am (?:not sure|unsure|not certain|uncertain)\b",
         r"\bnot sure\b",
-        r"\bno idea\b",
+        r"\bno (?:idea|clue)\b",
+        r"\b(?:not a clue|clueless|beats me|dunno|hard to say|no way (?:to|of) (?:know|tell)(?:ing)?)\b",
+        # "Nothing found", "Nothing relevant came up", "There's nothing about that"
+        r"\bnothing (?:was |is )?(?:found|turned up|came up|showed up|relevant|useful|matching|matches"
+        r"|mentions"
+        r"|about|regarding|on that|on this|in)\b",
+        r"\bthere (?:is|was|are|were) nothing\b",
+        # "No relevant emails", "No results", "No such email exists", "Zero matches"
+        r"\b(?:no|zero) (?:relevant |matching |related |pertinent |useful |such |search |applicable )?"
+        r"(?:emails?|e-mails?|messages?|mails?|results?|matches|hits|records?|information|info|data"
+        r"|mentions?)"
+        r"(?: (?:were |was )?(?:found|returned|turned up|came up|match|matched|available|exists?|at all))?$",
+        # "My search turned up nothing", "I found no mention", "came up empty"
+        r"\b(?:search(?:es)?|i|we|it|that) (?:found|returned|turned up|came up with|yielded|shows?|showed)"
+        r" (?:nothing|no)\b",
+        r"\bcame up (?:empty|short|with nothing)\b|\bempty-handed\b",
+        # "Couldn't find it", "Can't tell from your emails", "Don't know"
+        rf"^(?:still |really |simply )?(?:could not|cannot|was not able to|am unable to|failed to|did not"
+        rf"|do not)"
+        rf" (?:{_FIND}|know|help)\b",
         r"\b(?:i|we) (?:have|had) no (?:idea|information|info|way of knowing|record)",
         r"\bnothing (?:in|about|regarding|on|related to) (?:the|your|this|that|my|these)",
         r"\bi (?:do not|did not) (?:see|find) (?:any|an?|the)\b",
@@ -90,22 +128,41 @@ ABSTAIN_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
     )
 )
 
-_BARE = re.compile(r"(?:unknown|n/?a|none|null|nil|idk|no idea|not sure|dunno|no answer|-+|\?+)")
+_BARE = re.compile(
+    r"(?:unknown|n/?a|none|null|nil|idk|no idea|no clue|not sure|dunno|no answer|unavailable|undetermined"
+    r"|not (?:available|found|known|specified|mentioned|stated)|none found|nothing found|no (?:results?"
+    r"|matches"
+    r"|hits|data|info|information|records?)|beats me|cannot say|cannot tell|hard to say|-+|\?+)"
+)
 
 # Words that pivot from "I couldn't find it" to an answer or a guess.
 _PIVOT = re.compile(
     r"\b(?:but|however|although|though|except|nevertheless|nonetheless|that said|so|my (?:best )?guess"
-    r"|i think|i believe|i suspect|probably|likely|presumably|possibly)\b"
+    r"|i think|i believe|i suspect|i guess|i would (?:guess|say)|if i had to|probably|likely|presumably"
+    r"|possibly"
+    r"|maybe|perhaps|might|may be|could be|guess|hunch)\b"
 )
+# Clause boundaries inside a sentence (not the comma of "193,000").
+_CLAUSE = re.compile(r",(?!\d)|[:\u2014]|\s-\s")
 _FILLER = re.compile(
     r"\b(?:sorry|apolog\w*|unfortunately|please|you (?:may|might|could|can|should)|try|ask|check with|contact"
     r"|consult|let me know|recommend|suggest|i (?:searched|looked|checked|tried|reviewed|went through)"
     r"|searched|after (?:searching|reviewing|looking)|based on|i am afraid)\b"
 )
-_SENTENCE_END = re.compile(r"(?<!\d)[.!?;]+(?=\s|$)|\n+")
+_SENTENCE_END = re.compile(r"[.!?;]+(?=\s|$)|\n+")
+# Phrases that take a subject before them ("The amount is not mentioned in the emails").
+_TAKES_SUBJECT = re.compile(
+    r"(?:not (?:anywhere |included |covered |mentioned |available )?(?:mentioned|specified|stated|found"
+    r"|available"
+    r"|included|given|provided|indicated|recorded|documented|discussed|listed|present|in|within|among"
+    r"|covered)"
+    r"|(?:cannot|could not|can not) be)\b"
+)
 
 
 def _normalise(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text)
+    text = re.sub("[\u00ad\u200b-\u200f\u2060-\u206f\ufeff]", "", text)
     text = text.lower().replace("\u2019", "'").replace("\u2018", "'")
     for pattern, repl in _CONTRACTIONS:
         text = re.sub(pattern, repl, text)
@@ -122,17 +179,26 @@ def _is_filler(text: str) -> bool:
 
 def _is_abstention_sentence(sentence: str) -> bool | None:
     """True: abstains; False: abstains then pivots to an answer; None: no abstention phrase here."""
-    matched = None
-    for pattern in ABSTAIN_PATTERNS:
-        m = pattern.search(sentence)
-        if m and (matched is None or m.end() > matched.end()):
-            matched = m
-    if matched is None:
+    matches = [m for m in (p.search(sentence) for p in ABSTAIN_PATTERNS) if m]
+    if not matches:
         return None
+    first = min(matches, key=lambda m: m.start())
+    matched = max(matches, key=lambda m: m.end())
+    before = re.split(rf"{_CLAUSE.pattern}|\b(?:but|though|although|however|so)\b", sentence[: first.start()])
+    subject = before[-1]
+    if (
+        not _TAKES_SUBJECT.match(first.group())
+        and not _is_filler(subject)
+        and re.search(r"\d|(?:\w+\W+){3}", subject)
+    ):
+        return False  # "Check #1179 I'm not sure": only "... is not mentioned" phrases take a subject
+    if not all(_is_filler(clause) for clause in before[:-1]):
+        return False  # "Check #1179, but I'm not sure": a hedged answer
     rest = sentence[matched.end() :]
     pivot = _PIVOT.search(rest)
     if pivot is None:
-        return True
+        later = _CLAUSE.split(rest)[1:]
+        return all(_is_filler(c) or _is_abstention_sentence(c) is True for c in later)
     after = rest[pivot.end() :]
     return _is_filler(after) or _is_abstention_sentence(after) is True
 
