@@ -279,8 +279,8 @@ def _read_dir(root: Path, fmt: str, inbox: str | None, limits: Limits) -> Iterat
 
 
 def _split_member(name: str, default_mailbox: str) -> tuple[str, str]:
-    """``(mailbox, folder)`` from a CMU-style relative path ``[maildir/]user/folder/.../n.``."""
-    parts = [p for p in name.replace("\\", "/").split("/") if p and p != "."]
+    """``(mailbox, folder)`` from a CMU-style relative path ``[maildir/]user/folder/.../n.``, storable."""
+    parts = [storable_name(p) for p in name.replace("\\", "/").split("/") if p and p != "."]
     if "maildir" in parts:
         parts = parts[parts.index("maildir") + 1 :]
     if len(parts) >= 3:
@@ -307,7 +307,7 @@ def _read_tar(path: Path, fmt: str, inbox: str | None, limits: Limits) -> Iterat
             base = member.name.rsplit("/", 1)[-1]
             if member.isdir() or not _visible(base):
                 continue
-            mailbox, folder = _split_member(storable_name(member.name), stem)
+            mailbox, folder = _split_member(member.name, stem)
             source, mailbox = f"{container}#{storable_name(member.name)}", inbox or mailbox
             if not member.isfile():
                 yield _rejected(source, mailbox, folder, "link or special file in the archive: not followed")
@@ -381,10 +381,11 @@ def _read_csv(path: Path, fmt: str, inbox: str | None, limits: Limits) -> Iterat
         if not reader.fieldnames or "message" not in reader.fieldnames:
             raise UnknownFormat(f"{path}: expected CSV columns file,message, got {reader.fieldnames}")
         for row_number, row in enumerate(reader):
-            name = storable_name(row.get("file") or str(row_number))
+            name = row.get("file") or str(row_number)
             mailbox, folder = _split_member(name, stem)
             data = (row.get("message") or "").encode("utf-8", "surrogateescape")
-            yield Item(f"{container}#{name}", inbox or mailbox, folder, len(data), 0.0, data=data)
+            source = f"{container}#{storable_name(name)}"
+            yield Item(source, inbox or mailbox, folder, len(data), 0.0, data=data)
 
 
 _CORBT_COLUMNS = ("message_id", "subject", "from", "to", "cc", "bcc", "date", "body", "file_name")
@@ -393,9 +394,9 @@ _CORBT_COLUMNS = ("message_id", "subject", "from", "to", "cc", "bcc", "date", "b
 def _structured_item(
     path: Path, stem: str, row: dict, row_number: int, inbox: str | None, limit: int
 ) -> Item:
-    name = storable_name(str(row.get("file_name") or row_number))
+    name = str(row.get("file_name") or row_number)
     mailbox, folder = _split_member(name, stem)
-    source, mailbox = f"{storable_name(str(path))}#{name}", inbox or mailbox
+    source, mailbox = f"{storable_name(str(path))}#{storable_name(name)}", inbox or mailbox
     fields = {key: row.get(key) for key in _CORBT_COLUMNS}
     if fields["date"] is not None and not isinstance(fields["date"], str):
         fields["date"] = fields["date"].isoformat()
@@ -435,7 +436,9 @@ def _read_jsonl(path: Path, fmt: str, inbox: str | None, limits: Limits) -> Iter
             if len(line) > limit and not line.endswith(b"\n"):
                 while (rest := f.readline(_READ_CHUNK)) and not rest.endswith(b"\n"):
                     pass  # skip the rest of the line unread
-                reason = f"line {row_number + 1} is over the {limit:,}-byte message limit"
+                reason = (
+                    f"line {row_number + 1}: message over the {limit:,}-byte limit (Limits.message_bytes)"
+                )
                 yield _rejected(source, inbox or stem, "", reason)
                 continue
             if not line.strip():

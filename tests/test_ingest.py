@@ -468,3 +468,145 @@ def test_truncated_archive_is_quarantined_and_the_run_goes_on(tmp_path: Path) ->
     assert str(truncated) not in dict(
         open_db(db_path).execute("select source, reason from quarantine").fetchall()
     )
+
+
+# ---- issue 14: hostile mail cannot stop, stall or corrupt ingestion ----
+
+
+def _file(path: bytes | Path, data: bytes) -> None:
+    os.makedirs(os.path.dirname(os.fsencode(path)), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def test_undecodable_mail_and_names_do_not_stop_ingestion(tmp_path: Path) -> None:
+    """Item 1: a utf-7 surrogate, a ``\\ud800`` JSON escape and non-UTF-8 names are stored, reruns too."""
+    tree = _tree(tmp_path / "mail")
+    _file(
+        tree / "doe-j" / "inbox" / "9.",
+        b"Subject: utf7\nContent-Type: text/plain; charset=utf-7\n\n+2D8- hello",
+    )
+    _file(os.fsencode(tree / "doe-j") + b"/f\xfe/4\xff.", b"Subject: odd name\n\nbytes in the name")
+    jsonl = tmp_path / "rows.jsonl"
+    row = {"subject": "json \ud800", "from": "a@b.c", "body": "x \ud800 y", "file_name": "jay-j/in\udcff/1."}
+    jsonl.write_text(json.dumps(row) + "\n")
+    db_path = tmp_path / "inbox.db"
+    report = ingest([tree, jsonl], db_path, progress=False, workers=1)
+    assert (report.ingested, report.quarantined, report.repaired) == (7, 1, 2)
+    db = open_db(db_path)
+    subjects = {row[0] for row in db.execute("select subject from emails")}
+    assert {"utf7", "odd name", "json \ufffd"} <= subjects
+    folder, source = db.execute(
+        "select folder, source_file from emails where subject = 'odd name'"
+    ).fetchone()
+    assert folder == "f\\xfe" and source.endswith("/f\\xfe/4\\xff.")
+    assert db.execute("select folder from emails where inbox = 'jay-j'").fetchone() == ("in\\xff",)
+    db.close()
+    again = ingest([tree, jsonl], db_path, progress=False, workers=1)
+    assert (again.ingested, again.duplicate, again.quarantined) == (0, 0, 0)
+
+
+def test_a_reused_message_id_does_not_hide_the_real_email(tmp_path: Path) -> None:
+    """Item 6: Message-IDs dedup only when the content agrees; ``<>`` is no id."""
+    from env.tools import make_tools
+
+    tree = tmp_path / "maildir"
+    for n in range(5):  # all_documents is read before inbox: the forgeries come first
+        real = _raw(
+            f"<real{n}@x>",
+            "bob@x.com",
+            "jane@x.com",
+            f"Real {n}",
+            f"real body {n}\n",
+            "1 May 2001 10:00 -0000",
+        )
+        forged = real.replace(b"real body", b"forged body").replace(b"Real", b"Forged")
+        _file(tree / "doe-j" / "all_documents" / f"{n + 1}.", forged)
+        _file(tree / "doe-j" / "inbox" / f"{n + 1}.", real)
+        _file(tree / "doe-j" / "sent" / f"{n + 1}.", real)  # a true copy: same id, same content
+    for n in range(3):
+        _file(
+            tree / "doe-j" / "notes" / f"{n + 1}.", f"Message-ID: <>\nSubject: note {n}\n\nnote {n}".encode()
+        )
+    db_path = tmp_path / "inbox.db"
+    report = ingest([tree], db_path, progress=False, workers=1)
+    assert (report.ingested, report.duplicate) == (13, 5)
+    db = open_db(db_path)
+    bodies = {row[0] for row in db.execute("select body from emails")}
+    assert {f"real body {n}\n" for n in range(5)} <= bodies
+    assert {f"forged body {n}\n" for n in range(5)} <= bodies
+    assert {f"note {n}" for n in range(3)} <= bodies
+    tools = make_tools(db, "doe-j", None)
+    [hit] = tools.search_emails(["real body 3"])
+    assert tools.read_email(hit["message_id"])["body"] == "real body 3\n"
+    assert hit["message_id"].endswith("@inboxrl.invalid>")  # its id was taken by the forgery
+    assert db.execute("select count(*) from emails where message_id = '<>'").fetchone() == (0,)
+
+
+def test_symlinks_do_not_escape_the_ingested_tree(tmp_path: Path) -> None:
+    """Item 8: a link out of the tree is quarantined unread; a link inside it is read."""
+    from env.tools import make_tools
+
+    tree = _tree(tmp_path / "mail")
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(
+        _raw("<s@x>", "a@x", "b@x", "Vault", "the vault code is 1234\n", "1 May 2001 10:00 -0000")
+    )
+    (tree / "doe-j" / "inbox" / "7.").symlink_to(secret)
+    (tree / "doe-j" / "inbox" / "8.").symlink_to(tmp_path)  # a folder out of the tree
+    (tree / "doe-j" / "inbox" / "9.").symlink_to(tree / "roe-r" / "inbox" / "1.")  # inside: read
+    os.mkfifo(tree / "doe-j" / "inbox" / "10.")  # a named pipe must not block the run
+    db_path = tmp_path / "inbox.db"
+    report = ingest([tree], db_path, progress=False, workers=1)
+    db = open_db(db_path)
+    assert make_tools(db, "doe-j", None).search_emails(["vault"]) == []
+    reasons = dict(db.execute("select source, reason from quarantine").fetchall())
+    inbox = tree / "doe-j" / "inbox"
+    assert "symbolic link out of the ingested tree" in reasons[str(inbox / "7.")]
+    assert "symbolic link out of the ingested tree" in reasons[str(inbox / "8.")]
+    assert "not a regular file" in reasons[str(inbox / "10.")]
+    assert report.quarantined == 4  # the three above and the tree's own garbage file
+    read = "select messages from sources where path = ?"  # read and parsed (a copy of doe-j's inbox/1.)
+    assert db.execute(read, [str(inbox / "9.")]).fetchone() == (1,)
+
+
+def test_size_limits_quarantine_instead_of_reading(tmp_path: Path) -> None:
+    """Item 8: messages over Limits.message_bytes are quarantined in every reader, the rest is read."""
+    import tarfile
+
+    from env.readers import Limits
+
+    small, big = INBOX_1, INBOX_2 + b"x" * 5_000
+    tree = tmp_path / "maildir"
+    _file(tree / "doe-j" / "inbox" / "1.", small)
+    _file(tree / "doe-j" / "inbox" / "2.", big)
+    mbox = tmp_path / "box.mbox"
+    mbox.write_bytes(b"".join(b"From a@x Mon Jan  1 00:00:00 2001\n" + m + b"\n" for m in (big, small)))
+    archive = tmp_path / "mail.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tree, arcname="maildir")
+    jsonl = tmp_path / "rows.jsonl"
+    rows = [
+        {"subject": "long", "from": "a@b.c", "body": "y" * 5_000},
+        {"subject": "ok", "from": "a@b.c", "body": "k"},
+    ]
+    jsonl.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    limits = Limits(message_bytes=4_000)
+    db_path = tmp_path / "inbox.db"
+    report = ingest([tree, mbox, archive, jsonl], db_path, progress=False, workers=1, limits=limits)
+    assert report.quarantined == 4
+    reasons = dict(open_db(db_path).execute("select source, reason from quarantine").fetchall())
+    assert all("over the 4,000-byte limit" in reason for reason in reasons.values()), reasons
+    assert set(reasons) == {
+        str(tree / "doe-j" / "inbox" / "2."),
+        f"{mbox}#0",
+        f"{archive}#maildir/doe-j/inbox/2.",
+        f"{jsonl}#line1",
+    }
+    subjects = {row[0] for row in open_db(db_path).execute("select subject from emails")}
+    assert subjects == {"Re: Pipeline capacity", "ok"}
+    # A container over Limits.container_bytes is not read at all; the run goes on.
+    other = tmp_path / "other.db"
+    report = ingest([mbox, tree], other, progress=False, workers=1, limits=Limits(container_bytes=1_000))
+    reasons = dict(open_db(other).execute("select source, reason from quarantine").fetchall())
+    assert "OverLimit" in reasons[str(mbox)] and report.ingested == 2
