@@ -681,9 +681,11 @@ def _stop_pool(pool, timeout: float = POOL_STOP_TIMEOUT) -> None:
     stopper.start()
     stopper.join(timeout)
     if stopper.is_alive():
-        for worker in pool._pool:  # Pool has no public handle on its worker processes
-            if worker.is_alive():
-                worker.kill()
+        workers = list(pool._pool)  # Pool has no public handle on its worker processes
+        for worker in workers:
+            worker.kill()
+        for worker in workers:
+            worker.join(1.0)
 
 
 def ingest(
@@ -756,12 +758,11 @@ def _ingest_path(
     bar.start_path(path)
     errors: list[str] = []
     items = _guarded(iter_items(path, path_fmt, inbox=inbox, limits=limits), errors)
-    batches = (writer.pending_items(chunk) for chunk in _chunks(items, BATCH_SIZE))
-    seen = 0
+    read: list[int] = []  # messages per chunk read, those already ingested included
+    batches = (writer.pending_items(chunk) for chunk in _tally(_chunks(items, BATCH_SIZE), read))
     for results in _map_bounded(pool, batches, 2 * workers + 2):
         for result in results:
             writer.add(result)
-        seen += len(results)
         bar.advance(len(results), writer.report)
         if writer.pending >= writer.commit_every:
             writer.flush()
@@ -770,8 +771,15 @@ def _ingest_path(
         source, mailbox = storable_name(str(path)), storable_name(inbox or path.name)
         writer.add((source, mailbox, "", 0, -1.0, None, reason))
     elif container:
-        writer.mark_source(path, seen)
+        writer.mark_source(path, sum(read))
     writer.flush()
+
+
+def _tally(chunks: Iterator[list[Item]], sizes: list[int]) -> Iterator[list[Item]]:
+    """Pass ``chunks`` through, appending each one's size to ``sizes``."""
+    for chunk in chunks:
+        sizes.append(len(chunk))
+        yield chunk
 
 
 def _guarded(items: Iterator[Item], errors: list[str]) -> Iterator[Item]:
