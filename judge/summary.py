@@ -11,6 +11,9 @@ not even turns or latency: it says nothing about the model.
 - ``hallucination_rate``: answered, and wrong;
 - ``no_answer_rate``: no final answer (max turns, gave up, bad tool calls, model error);
 - ``answer_precision``: correct among the answers that were not abstentions;
+- ``answerable_accuracy`` / ``answered_precision``: correct among the answerable questions / among
+  those of them the agent answered (per row, so ``judge.compare`` gives them CIs);
+- ``unanswerable_abstention``: declined ("I don't know") on an unanswerable question;
 - ``source_precision``: gold emails among the cited ones (rows that cite something);
 - ``source_recall``: gold emails cited (questions with gold emails; nothing cited counts 0).
 """
@@ -48,6 +51,9 @@ ROW_METRICS: dict[str, Callable[[dict], float | None]] = {
     "hallucination_rate": lambda r: _flag(r, "incorrect"),
     "no_answer_rate": lambda r: _flag(r, "no_answer"),
     "reward": lambda r: (r.get("reward") or {}).get("total") if outcome_group(r) else None,
+    "answerable_accuracy": lambda r: _flag(r, "correct") if _answerable(r) else None,
+    "answered_precision": lambda r: _flag(r, "correct") if _answerable(r) and _answered(r) else None,
+    "unanswerable_abstention": lambda r: None if _answerable(r) else _flag(r, "correct"),
     "source_precision": lambda r: r["metrics"].get("source_precision"),
     "source_recall": lambda r: r["metrics"].get("source_recall"),
     "turns": lambda r: r["metrics"]["turns"],
@@ -62,6 +68,9 @@ HIGHER_IS_BETTER: dict[str, bool | None] = {
     "hallucination_rate": False,
     "no_answer_rate": False,
     "reward": True,
+    "answerable_accuracy": True,
+    "answered_precision": True,
+    "unanswerable_abstention": True,
     "source_precision": True,
     "source_recall": True,
     "turns": False,
@@ -69,6 +78,14 @@ HIGHER_IS_BETTER: dict[str, bool | None] = {
     "latency_s": False,
     "tokens": False,
 }
+
+
+def _answerable(row: dict) -> bool:
+    return row["question"].get("answer") is not None
+
+
+def _answered(row: dict) -> bool:
+    return outcome_group(row) in ("correct", "incorrect")
 
 
 def _flag(row: dict, group: str) -> float | None:

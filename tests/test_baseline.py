@@ -1,0 +1,59 @@
+"""The "always say I don't know" policy is scored like a model (judge.baseline) and compares with one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from judge.baseline import evaluate_policy
+from judge.compare import compare
+from judge.summary import ROW_METRICS
+from synth_data.questions import default_questions_path, load_questions
+
+
+@pytest.fixture(scope="module")
+def idk_run(default_db_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("idk")
+    summary = evaluate_policy(load_questions(default_questions_path()), db_path=default_db_path, out_dir=out)
+    return out, summary
+
+
+def test_it_is_never_wrong_and_right_only_on_unanswerable_questions(idk_run: tuple[Path, dict]) -> None:
+    out, summary = idk_run
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == summary["n"] == len(load_questions(default_questions_path()))
+    for row in rows:
+        unanswerable = row["question"]["answer"] is None
+        assert row["reward"]["outcome"] == ("correct" if unanswerable else "abstained")
+        assert (row["reward"]["total"] > 0) == unanswerable
+        assert row["trajectory"]["ended"] == "answered" and row["metrics"]["turns"] == 1
+    assert summary["hallucination_rate"] == 0
+    assert summary["by_kind"]["unanswerable"]["accuracy"] == 1
+    assert summary["model"] == "always-idk"
+
+
+def test_the_split_metrics_pair_with_a_model_run(idk_run: tuple[Path, dict], tmp_path: Path) -> None:
+    out, _ = idk_run
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    # a "model" that answers the first answerable question right and the second wrong
+    answerable = [r for r in rows if r["question"]["answer"] is not None]
+    for row, outcome in zip(answerable[:2], ("correct", "incorrect"), strict=True):
+        row["reward"] = {**row["reward"], "outcome": outcome, "total": 1.0 if outcome == "correct" else -1.0}
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (model / "summary.json").write_text((out / "summary.json").read_text())
+    assert ROW_METRICS["answered_precision"](answerable[0]) == 1.0
+    assert ROW_METRICS["answered_precision"](answerable[2]) is None  # abstained: not an answer
+    result = compare([out, model])
+    means = {m: result["metrics"][m]["mean"] for m in ("answerable_accuracy", "answered_precision")}
+    assert means["answerable_accuracy"]["model"] == pytest.approx(1 / len(answerable))
+    assert means["answered_precision"] == {out.name: None, "model": 0.5}
+    assert result["metrics"]["unanswerable_abstention"]["mean"]["model"] == 1.0
+
+
+def test_an_unknown_policy_names_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="idk"):
+        evaluate_policy([], policy="random", db_path=tmp_path / "x.db", out_dir=tmp_path)
