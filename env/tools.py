@@ -20,9 +20,10 @@ every inbox's. What remains is bm25()'s IDF, which FTS5 computes per query by co
 keyword's matches over the whole table (so keywords carry no column filter, which doubles that
 count). The index holds ``emails.indexed_body``, the body's first ``env.db.INDEXED_BODY_CHARS``
 characters, so BM25's per-email work is bounded. Snippets are built in Python (:func:`_snippet`)
-over that same prefix, in time linear in it: FTS5's snippet() scores every window around every
-match, quadratic in a term's matches in one email (5,000 repeats of one word: 270 ms). So no email,
-however large or hostile, makes a search slow (bench/results/search_adversarial.md).
+over at most that prefix, read with incremental blob I/O (a 5 MB body is not loaded to show 24 words
+of it), in time linear in it: FTS5's snippet() scores every window around every match, quadratic in
+a term's matches in one email (5,000 repeats of one word: 270 ms). So no email, however large or
+hostile, makes a search slow (bench/results/search_adversarial.md).
 
 Try it: ``inboxrl search --inbox allen-p --date 2001-05-01 gas prices``.
 """
@@ -33,6 +34,7 @@ import inspect
 import json
 import logging
 import re
+import sqlite3
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -43,7 +45,7 @@ from typing import Any, get_type_hints
 import sqlite_utils
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from env.db import FTS_COLUMNS, Inbox, get_inbox, inbox_token, open_db
+from env.db import FTS_COLUMNS, INDEXED_BODY_CHARS, Inbox, get_inbox, inbox_token, open_db
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ MAX_RESULTS = 50  # search_emails returns at most this many emails
 MAX_KEYWORDS = 20
 MAX_ARG_CHARS = 200  # per keyword, address filter or message id
 SNIPPET_TOKENS = 24
+SNIPPET_WINDOW = 3_000  # characters after a snippet's first match that its words are taken from
+SNIPPET_READ_BYTES = 65_536  # a body's first read for its snippet; more only when the match is not in it
 MAX_BODY_CHARS = 20_000  # read_email's default cap on a body (about 5,000 tokens)
 # Shown in the error message when a call's arguments do not fit the tool's signature.
 EXAMPLES = {
@@ -183,10 +187,28 @@ class InboxTools:
         return [
             {
                 **dict(zip(columns, row[:4], strict=True)),
-                "snippet": _snippet(row[1] or "", row[4] or "", pattern),
+                "snippet": _snippet(row[1] or "", self._body_head(row[4], pattern), pattern),
             }
             for row in rows
         ]
+
+    def _body_head(self, email_id: int, pattern: re.Pattern) -> str:
+        """The start of an email's body, enough for its snippet: at most ``INDEXED_BODY_CHARS``.
+
+        Read through SQLite's incremental blob I/O, which reads only the pages it returns: selecting
+        ``body`` (or a ``substr`` of it) would load the whole value, 5 MB for a hostile email.
+        """
+        try:
+            blob = self.db.conn.blobopen("emails", "body", email_id, readonly=True)
+        except sqlite3.Error:  # NULL or not text
+            return ""
+        with blob:
+            data = blob.read(SNIPPET_READ_BYTES)
+            text = data.decode("utf-8", "ignore")  # a cut may split a character
+            hit = pattern.search(text)
+            if len(data) == SNIPPET_READ_BYTES and (hit is None or hit.end() + SNIPPET_WINDOW > len(text)):
+                text = (data + blob.read(4 * INDEXED_BODY_CHARS - len(data))).decode("utf-8", "ignore")
+        return text[:INDEXED_BODY_CHARS].replace("\x00", " ")
 
     def read_email(self, message_id: str) -> dict:
         """Read one email in full.
@@ -325,7 +347,7 @@ class InboxTools:
             )
             params["to_addr"] = _like_arg("to_addr", to_addr)
         sql = (
-            "select e.message_id, e.subject, e.from_address, e.date, e.indexed_body\n"
+            "select e.message_id, e.subject, e.from_address, e.date, e.id\n"
             "from emails_fts join emails e on e.id = emails_fts.rowid\n"
             "where " + "\n  and ".join(where) + "\norder by rank\nlimit :limit"
         )
@@ -391,12 +413,14 @@ def _snippet(subject: str, body: str, pattern: re.Pattern) -> str:
     centre = hit.start() if hit else 0
     head = body[max(0, centre - 400) : centre].split()
     before = head[len(head) - SNIPPET_TOKENS // 3 :] if len(head) > SNIPPET_TOKENS // 3 else head
-    tail = body[centre : centre + 3000]
+    tail = body[centre : centre + SNIPPET_WINDOW]
     after = tail.split(maxsplit=SNIPPET_TOKENS - len(before))[: SNIPPET_TOKENS - len(before)]
     mark = f"{HIGHLIGHT[0]}\\g<0>{HIGHLIGHT[1]}"
     window = pattern.sub(mark, " ".join(before + after))
     cut_before = len(before) < len(head) or bool(body[: max(0, centre - 400)].strip())
-    cut_after = len(tail.split(maxsplit=len(after))) > len(after) or bool(body[centre + 3000 :].strip())
+    cut_after = len(tail.split(maxsplit=len(after))) > len(after) or bool(
+        body[centre + SNIPPET_WINDOW :].strip()
+    )
     return ("… " if cut_before else "") + window + (" …" if cut_after else "")
 
 

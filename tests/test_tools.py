@@ -6,6 +6,8 @@ import inspect
 import json
 import random
 import re
+import statistics
+import time
 from datetime import date, timedelta
 
 import pytest
@@ -584,3 +586,72 @@ def test_gold_sources_of_the_shipped_questions_are_readable_at_their_date(real_d
         tools = make_tools(real_db, q.inbox_address, q.query_date)
         for message_id in q.message_ids:
             assert tools.read_email(message_id), (q.id, message_id)
+
+
+# ---- issue 14: hostile bodies cannot stall a search; dates are instants ----
+
+ADVERSARIAL_WORDS = ["gas", "price", "forecast", "budget", "power", "trade", "houston", "deal"]
+
+
+def _inbox_with_bodies(path, bodies: list[str]) -> InboxTools:
+    """The literal tools DB plus one alice-a email per body, every one matching the keyword "gas"."""
+    db = open_db(build_tools_db(path))
+    for n, body in enumerate(bodies, start=100):
+        row = {"id": n, "inbox": "alice-a", "message_id": f"<adv{n}>", "subject": "Gas", "body": body}
+        db["emails"].insert({**row, "date": "2001-04-01T00:00:00Z"})
+        db["message_ids"].insert({"inbox": "alice-a", "message_id": f"<adv{n}>", "email_id": n})
+    return make_tools(db, "alice-a", QUERY_DATE)
+
+
+def _search_cpu_seconds(tools: InboxTools, keywords: list[str], runs: int = 5) -> float:
+    """Median thread CPU time of one search (CPU, not wall time: the test machine is shared)."""
+    times = []
+    for _ in range(runs):
+        started = time.thread_time()
+        tools.search_emails(keywords, max_results=50)
+        times.append(time.thread_time() - started)
+    return statistics.median(times)
+
+
+def test_hostile_bodies_cost_a_search_no_more_than_a_few_normal_ones(tmp_path):
+    """Item 2: a NUL early in a 5 MB body, 5 MB of one repeated word, 5 MB of random words.
+
+    The index and the snippets see only a bounded prefix of each body (``env.db.INDEXED_BODY_CHARS``),
+    so these searches cost about what the same search over ordinary emails costs.
+    """
+    rng = random.Random(14)
+    text = " ".join(rng.choice(ADVERSARIAL_WORDS) for _ in range(800_000))  # ~5 MB
+    hostile = ["gas price\x00" + text, "gas " * 1_300_000, text]  # the NUL one: a DB from an older ingest
+    normal = [" ".join(rng.choice(ADVERSARIAL_WORDS) for _ in range(300)) for _ in hostile]
+    hostile_tools = _inbox_with_bodies(tmp_path / "hostile.db", hostile)
+    normal_tools = _inbox_with_bodies(tmp_path / "normal.db", normal)
+    for keywords in (["gas"], ["price", "forecast"], ["zzz", "gas"]):
+        hits = hostile_tools.search_emails(keywords)
+        assert {"<adv100>", "<adv101>", "<adv102>"} & set(ids(hits))
+        assert all(len(hit["snippet"]) < 400 for hit in hits)
+        slow, fast = _search_cpu_seconds(hostile_tools, keywords), _search_cpu_seconds(normal_tools, keywords)
+        # Unbounded (before issue 14): 3-4 s each, >1,000x (bench/results/search_adversarial.md).
+        # Measured: 1 ms against 0.2 ms (the bounded prefix of 50,000 "gas" still costs BM25 a little).
+        assert slow < 10 * fast + 0.002 and slow < 0.05, (keywords, slow, fast)
+
+
+def test_dates_are_compared_as_instants(tmp_path):
+    """Item 7: stored dates have four-digit years, so text order is time order; offsets never overflow."""
+    db = open_db(build_tools_db(tmp_path / "dates.db"))
+    for n, sent in [(60, "0999-01-01T00:00:00Z"), (61, "9999-12-31T11:59:59Z")]:
+        db["emails"].insert(
+            {"id": n, "inbox": "alice-a", "message_id": f"<d{n}>", "subject": "Yak", "body": "yak"}
+        )
+        db["emails"].update(n, {"date": sent})
+        db["message_ids"].insert({"inbox": "alice-a", "message_id": f"<d{n}>", "email_id": n})
+    alice = make_tools(db, "alice-a", QUERY_DATE)
+    assert ids(alice.search_emails(["yak"])) == ["<d60>"]  # the year-999 email is in the past; 9999 is not
+    for name, value in [
+        ("sent_after", "0001-01-01T00:00:00+01:00"),
+        ("sent_before", "9999-12-31T23:00:00-02:00"),
+    ]:
+        result = alice.call("search_emails", {"keywords": ["yak"], name: value})
+        assert result.error is None and ids(json.loads(result.content)) == ["<d60>"]
+    assert ids(alice.search_emails(["yak"], sent_after="0999-01-01T01:00:00+02:00")) == ["<d60>"]
+    assert alice.search_emails(["yak"], sent_after="0999-01-01T03:00:00+02:00") == []
+    assert ids(make_tools(db, "alice-a", date.max).search_emails(["yak"])) == ["<d60>", "<d61>"]
