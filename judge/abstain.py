@@ -31,6 +31,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from judge.deterministic import strip_confidence
+
 _CONTRACTIONS = [
     (r"\bcan'?t\b", "cannot"),
     (r"\bwon'?t\b", "will not"),
@@ -217,7 +219,7 @@ def is_abstention(text: str | None) -> bool:
     """
     if text is None:
         return True
-    norm = _normalise(text)
+    norm = _normalise(strip_confidence(text))
     if not norm or _BARE.fullmatch(re.sub(r"[^\w/?\-\s]", "", norm).strip()):
         return True
     found = False

@@ -162,6 +162,14 @@ _CONTRACTIONS = (
     (re.compile(r"\b(\w+)'re\b"), r"\1 are"),
     (re.compile(r"\b(i|you|he|she|we|they|it)'d\b"), r"\1 would"),
 )
+# A stated confidence ("confidence: 0.8", "I'm 90% sure") is for the reward's calibration term, not an answer.
+_CONFIDENCE = re.compile(
+    r"\(?\s*(?:\bconfidence(?: level)?\s*(?:[:=]|is|of)?\s*(?:\d{1,3}(?:\.\d+)?\s*(?:%|percent\b)?|0?\.\d+"
+    r"|high|medium|moderate|low)\b|(?:\bi am |\bi'm )?\d{1,3}(?:\.\d+)?\s*(?:%|percent)\s*"
+    r"(?:confident|confidence|sure|certain)\b|\b(?:confident|sure|certain)\s*[:=]\s*(?:0?\.\d+|1\.0+|[01])\b)"
+    r"\s*%?\)?",
+    re.IGNORECASE,
+)
 _SLASH_ALTERNATIVE = re.compile(r"(?<=\d)\s*/\s*(?=[$#£€]?\d)")
 
 
@@ -230,6 +238,15 @@ def _prepare(text: str) -> str:
     text = _MONEY_ABBREV.sub(lambda m: f"{m.group(1)}{m.group(2)} {_MONEY_WORDS[m.group(3)]}", text)
     text = _replace_times(_replace_dates(text))
     return _SLASH_ALTERNATIVE.sub(" or ", text)
+
+
+def strip_confidence(text: str) -> str:
+    """Drop a stated confidence, which only the reward's calibration term reads.
+
+    >>> strip_confidence("Check #1178 (confidence: 0.8)")
+    'Check #1178  '
+    """
+    return _CONFIDENCE.sub(" ", text)
 
 
 def _number_kind(text: str, start: int, end: int, value: float) -> str:
@@ -354,7 +371,7 @@ _NEUTRAL = frozenset(
         "say", "says", "told", "approximately", "approx", "around", "roughly", "almost", "nearly",
         "exactly", "total", "yes", "no", "correct", "right", "final", "good", "luck", "best", "great",
         "welcome", "glad", "happy", "anything", "else", "let", "know", "need", "further", "question",
-        "more", "detail", "regard", "assistant",
+        "more", "detail", "regard", "assistant", "based",
     )
 )  # fmt: skip
 _NEGATION = re.compile(
@@ -503,9 +520,17 @@ def _candidate_problem(sentences: list[str], gold: _Gold) -> str | None:
         toks = [[t for t, _ in _tokenize(i)] for i in split]
         has_gold = [any(_in_gold(t, gold) for t in tk) for tk in toks]
         items += zip(split, toks, has_gold, strict=True)
-        if _ALTERNATIVE.search(sentence) and any(has_gold):
-            foreign = [any(_foreign(t, gold, question_facts_count=True) for t in tk) for tk in toks]
-            if any(f and not (g and sum(has_gold) == 1) for f, g in zip(foreign, has_gold, strict=True)):
+        for marker in _ALTERNATIVE.finditer(sentence):
+            left = [i for i in _ITEM_SPLIT.split(sentence[: marker.start()]) if i and i.strip()][-1:]
+            right = [i for i in _ITEM_SPLIT.split(sentence[marker.end() :]) if i and i.strip()][:1]
+            sides = [[t for t, _ in _tokenize(i)] for i in left + right]
+            gold_side = any(any(_in_gold(t, gold) for t in side) for side in sides)
+            foreign_side = any(
+                not any(_in_gold(t, gold) for t in side)
+                and any(_foreign(t, gold, question_facts_count=True) for t in side)
+                for side in sides
+            )
+            if gold_side and foreign_side:
                 return "offers alternatives to the gold answer"
     if not any(gold_item for _, _, gold_item in items):
         return None
@@ -534,7 +559,8 @@ def commitment_problems(answer: str, gold: str, question: str = "") -> list[str]
     >>> commitment_problems("Check #1178, not #1179.", "Check #1178.")
     []
     """
-    return _problems(_prepare(answer), _parts(_prepare(answer)), _read_gold(gold, question), answer)
+    prepared = _prepare(strip_confidence(answer))
+    return _problems(prepared, _parts(prepared), _read_gold(gold, question), answer)
 
 
 def _problems(prepared: str, parts: list[_Part], gold: _Gold, answer: str) -> list[str]:
@@ -660,6 +686,7 @@ def match(answer: str, gold: str, question: str = "") -> Match:
     False
     """
     g = _read_gold(gold, question)
+    answer = strip_confidence(answer)
     prepared = _prepare(answer)
     parts = _parts(prepared)
     problems = _problems(prepared, parts, g, answer)

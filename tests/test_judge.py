@@ -78,6 +78,15 @@ ABSTENTIONS = [
     "I don't have that information.",
     "Not found in your inbox.",
     "No mention of a PBR cash amount was found in the emails.",
+    # plain language
+    "Nothing found.",
+    "No relevant emails.",
+    "I have no clue.",
+    "That isn't in your mail.",
+    "Your inbox doesn't say.",
+    "The search came up empty.",
+    # a stated confidence is for the reward's calibration term
+    "I don't know (confidence: 0.1)",
 ]
 
 ANSWERS = [
@@ -101,6 +110,13 @@ ANSWERS = [
     "Probably Zarin Imam at EES.",
     "Unknown caller left a voicemail at 713-345-7321.",
     "There is no charge for the first 250,000/d.",
+    # an abstention that guesses is a (hedged) answer
+    "I don't know, maybe check #1179.",
+    "I don't know, it was check #1179.",
+    "Check #1179, but I'm not sure.",
+    "Check #1179 I'm not sure",
+    "Not sure, maybe $50,000.",
+    "No clue, perhaps Rick Buy.",
 ]
 
 

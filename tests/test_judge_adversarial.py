@@ -94,6 +94,10 @@ CANDIDATES = [
     (*PHONE, "713-345-8641 or 713-345-8642."),
     (*HOLIDAY, "Yes or no - it's a NERC holiday."),
     (*MEETING, "9 AM or 10 AM."),
+    (*CHECK, "Check #1178 (2000-08-28) or check #1179 (2000-08-29)."),
+    (*BOSS, "- Bill Bradford\n- Rick Buy"),
+    (*CAMP, "T Bar M. Longhorn. Kickapoo."),
+    (*CAMP, "Camp: T Bar M (or possibly Longhorn)"),
 ]
 DENIALS = [
     (*MONEY, "Not $193,000 \u2014 it works out to $205,000."),
@@ -111,6 +115,10 @@ DENIALS = [
     (*SAILING, "Yes, it's still happening."),
     (*BONDS, "Rather than 7.7%, they pay 8.1%."),
     (*MEETING, "Not 9 AM; it moved to 10 AM."),
+    (*CAPACITY, "It wasn't 495, it was 500."),
+    (*CHECK, "It was n\u200bot check #1178."),  # a zero-width space inside "not"
+    (*MONEY, "\uff2eot $193,000."),  # a full-width N
+    (*CHECK, "Check #1179 (confidence: 95%)"),
 ]
 PADDED_WRONG = [
     (*CHECK, "Check #1178, mailed August 28, 2000. I also saw check #1179 mailed on September 5."),
@@ -174,6 +182,9 @@ CORRECT = [
     (*MEETING, "9 AM."),
     (*BONDS, "They pay 7.7%."),
     (*PHONE, "(713) 345-8641"),
+    # a stated confidence is for the reward's calibration term, not a hedge
+    (*CHECK, "Check #1178, mailed Aug 28, 2000 (confidence: 0.8)"),
+    (*BOSS, "Bill Bradford. I'm 90% sure."),
 ]
 
 TABLE = (
