@@ -81,14 +81,13 @@ ABSTAIN_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
         # "There is no information about ...", "there were no emails on that"
         rf"\bthere (?:is|are|was|were) no (?:\w+ ){{0,2}}?(?:{_INFO}|{_SOURCE})\b",
         # "The emails do not mention ...", "your inbox doesn't say"
-        rf"\b{_SOURCE} (?:do|does|did) not (?:seem to |appear to )?(?:{_SAY}|have|has|hold|holds|cover"
-        rf"|covers)",
+        rf"\b{_SOURCE} (?:do|does|did) not (?:seem to |appear to )?"
+        rf"(?:{_SAY}|have|has|hold|holds|cover|covers)",
         rf"\b{_SOURCE} (?:has|have|had|holds?|contains?|shows?|showed) no\b",
         rf"\b{_SOURCE} (?:is|are|was|were) silent\b",
         # "That isn't in your mail", "not anywhere in the emails", "not in any of your messages"
-        rf"\bnot (?:anywhere |included |covered |mentioned |available )?(?:in|within|among|in any of"
-        rf"|anywhere in)"
-        rf" (?:the|your|any|these|my|those|this)(?: \w+)? {_SOURCE}",
+        rf"\bnot (?:anywhere |included |covered |mentioned |available )?"
+        rf"(?:in|within|among|in any of|anywhere in) (?:the|your|any|these|my|those|this)(?: \w+)? {_SOURCE}",
         # "... is not mentioned in the emails", "not found in your inbox"
         rf"\bnot (?:mentioned|specified|stated|found|available|included|given|provided|indicated|recorded"
         rf"|documented|discussed|listed|present) (?:anywhere )?(?:in|within|among) "
@@ -107,13 +106,11 @@ ABSTAIN_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
         r"\b(?:not a clue|clueless|beats me|dunno|hard to say|no way (?:to|of) (?:know|tell)(?:ing)?)\b",
         # "Nothing found", "Nothing relevant came up", "There's nothing about that"
         r"\bnothing (?:was |is )?(?:found|turned up|came up|showed up|relevant|useful|matching|matches"
-        r"|mentions"
-        r"|about|regarding|on that|on this|in)\b",
+        r"|mentions|about|regarding|on that|on this|in)\b",
         r"\bthere (?:is|was|are|were) nothing\b",
         # "No relevant emails", "No results", "No such email exists", "Zero matches"
         r"\b(?:no|zero) (?:relevant |matching |related |pertinent |useful |such |search |applicable )?"
-        r"(?:emails?|e-mails?|messages?|mails?|results?|matches|hits|records?|information|info|data"
-        r"|mentions?)"
+        r"(?:emails?|e-mails?|messages?|mails?|results?|matches|hits|records?|information|info|data|mentions?)"
         r"(?: (?:were |was )?(?:found|returned|turned up|came up|match|matched|available|exists?|at all))?$",
         # "My search turned up nothing", "I found no mention", "came up empty"
         r"\b(?:search(?:es)?|i|we|it|that) (?:found|returned|turned up|came up with|yielded|shows?|showed)"
@@ -121,8 +118,7 @@ ABSTAIN_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
         r"\bcame up (?:empty|short|with nothing)\b|\bempty-handed\b",
         # "Couldn't find it", "Can't tell from your emails", "Don't know"
         rf"^(?:still |really |simply )?(?:could not|cannot|was not able to|am unable to|failed to|did not"
-        rf"|do not)"
-        rf" (?:{_FIND}|know|help)\b",
+        rf"|do not) (?:{_FIND}|know|help)\b",
         r"\b(?:i|we) (?:have|had) no (?:idea|information|info|way of knowing|record)",
         r"\bnothing (?:in|about|regarding|on|related to) (?:the|your|this|that|my|these)",
         r"\bi (?:do not|did not) (?:see|find) (?:any|an?|the)\b",
@@ -132,17 +128,16 @@ ABSTAIN_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
 
 _BARE = re.compile(
     r"(?:unknown|n/?a|none|null|nil|idk|no idea|no clue|not sure|dunno|no answer|unavailable|undetermined"
-    r"|not (?:available|found|known|specified|mentioned|stated)|none found|nothing found|no (?:results?"
-    r"|matches"
-    r"|hits|data|info|information|records?)|beats me|cannot say|cannot tell|hard to say|-+|\?+)"
+    r"|not (?:available|found|known|specified|mentioned|stated)|none found|nothing found"
+    r"|no (?:results?|matches|hits|data|info|information|records?)|beats me|cannot say|cannot tell"
+    r"|hard to say|-+|\?+)"
 )
 
 # Words that pivot from "I couldn't find it" to an answer or a guess.
 _PIVOT = re.compile(
     r"\b(?:but|however|although|though|except|nevertheless|nonetheless|that said|so|my (?:best )?guess"
     r"|i think|i believe|i suspect|i guess|i would (?:guess|say)|if i had to|probably|likely|presumably"
-    r"|possibly"
-    r"|maybe|perhaps|might|may be|could be|guess|hunch)\b"
+    r"|possibly|maybe|perhaps|might|may be|could be|guess|hunch)\b"
 )
 # Clause boundaries inside a sentence (not the comma of "193,000").
 _CLAUSE = re.compile(r",(?!\d)|[:\u2014]|\s-\s")
@@ -155,10 +150,8 @@ _SENTENCE_END = re.compile(r"[.!?;]+(?=\s|$)|\n+")
 # Phrases that take a subject before them ("The amount is not mentioned in the emails").
 _TAKES_SUBJECT = re.compile(
     r"(?:not (?:anywhere |included |covered |mentioned |available )?(?:mentioned|specified|stated|found"
-    r"|available"
-    r"|included|given|provided|indicated|recorded|documented|discussed|listed|present|in|within|among"
-    r"|covered)"
-    r"|(?:cannot|could not|can not) be)\b"
+    r"|available|included|given|provided|indicated|recorded|documented|discussed|listed|present|in|within"
+    r"|among|covered)|(?:cannot|could not|can not) be)\b"
 )
 
 

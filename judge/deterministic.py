@@ -35,8 +35,9 @@ never counts against an answer that repeats it:
   where one alternative holds gold content and another holds content the gold answer lacks, or a
   list (``,`` ``;`` ``and``) with a gold item beside a bare name-like item of 1-4 foreign words;
 - *competing value*: a number, date or time the gold answer and the question lack, of a kind the
-  gold answer has (another date beside the gold date, ``$205,000`` beside ``$193,000``); a bare
-  number competes with money, ids and years, ``$1,200`` does not compete with ``check #1178``;
+  gold answer has (another date beside the gold date, ``$205,000`` beside ``$193,000``); kinds
+  compete with themselves, and a bare number with money and ids (``$1,200`` does not compete with
+  ``check #1178``, nor a year with ``495``);
 - *denial*: gold content inside a negation (``not $193,000``, ``it was definitely not check
   #1178``, ``never``, ``rather than``, ``instead of``), before ``is wrong``/``is incorrect``, or
   retracted by a later ``actually``/``I mean``/``correction``; and stating what the gold answer
@@ -165,8 +166,8 @@ _CONTRACTIONS = (
 # A stated confidence ("confidence: 0.8", "I'm 90% sure") is for the reward's calibration term, not an answer.
 _CONFIDENCE = re.compile(
     r"\(?\s*(?:\bconfidence(?: level)?\s*(?:[:=]|is|of)?\s*(?:\d{1,3}(?:\.\d+)?\s*(?:%|percent\b)?|0?\.\d+"
-    r"|high|medium|moderate|low)\b|(?:\bi am |\bi'm )?\d{1,3}(?:\.\d+)?\s*(?:%|percent)\s*"
-    r"(?:confident|confidence|sure|certain)\b|\b(?:confident|sure|certain)\s*[:=]\s*(?:0?\.\d+|1\.0+|[01])\b)"
+    r"|high|medium|moderate|low)\b|(?:\bi am |\bi'm )?(?<!not )(?<!n't )(?<![\d.])\d{1,3}(?:\.\d+)?\s*"
+    r"(?:%|percent)\s*(?:confident|confidence|sure|certain)\b|\b(?:confident|sure|certain)\s*[:=]\s*(?:0?\.\d+|1\.0+|[01])\b)"
     r"\s*%?\)?",
     re.IGNORECASE,
 )
@@ -338,8 +339,7 @@ _HEDGES: dict[str, re.Pattern[str]] = {
         "maybe/probably": r"\b(?:maybe|mayhaps|perhaps|possibly|probably|presumably|conceivably"
         r"|(?:un)?likely)\b",
         "unconfirmed": r"\b(?:unconfirmed|unverified|tentative(?:ly)?|speculative|supposedly|allegedly"
-        r"|to be confirmed"
-        r"|tbc|not confirmed|cannot (?:confirm|verify)|unable to (?:confirm|verify))\b",
+        r"|to be confirmed|tbc|not confirmed|cannot (?:confirm|verify)|unable to (?:confirm|verify))\b",
         "I think": r"\bi (?:\w+ )?(?:think|believe|guess|suspect|assume|reckon|imagine|suppose|recall|feel)\b"
         r"|\bi would (?:guess|say|bet)\b|\bif i (?:remember|recall|had to)\b",
         "a guess": r"\b(?:my|best|educated|rough|wild|a) guess\b|\bguess(?:ing)?\b|\bhunch\b",
@@ -451,10 +451,7 @@ def _parts(prepared: str) -> list[_Part]:
 
 def _kinds_compete(a: str, b: str) -> bool:
     """Whether two facts' kinds are alternatives to each other (see the module docstring)."""
-    if a == b:
-        return True
-    numeric = {"money", "percent", "id", "year", "number"}
-    return "number" in (a, b) and a in numeric and b in numeric and "percent" not in (a, b)
+    return a == b or {a, b} in ({"number", "money"}, {"number", "id"})
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ HEDGES = [
     (*MEETING, "9 AM, I suppose."),
     (*BONDS, "Likely 7.7%."),
     (*PHONE, "713-345-8641, if I remember right."),
+    (*CHECK, "Check #1178, mailed August 28, 2000 -- I'm not 100% sure."),
 ]
 GUESSING_ABSTENTIONS = [
     (*CHECK, "I don't know, maybe check #1179."),
