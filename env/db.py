@@ -16,11 +16,12 @@ One SQLite file holds every ingested mailbox. Tables (created by :func:`ensure_s
   sync by triggers. ``inbox_token`` is a generated column (see :func:`inbox_token`): one FTS5 token
   per inbox, so a search can intersect the inbox's posting list inside FTS5 instead of ranking every
   inbox's matches and filtering afterwards (search latency then follows the inbox's size, not the DB's).
-  ``indexed_body`` is a generated column, the first ``INDEXED_BODY_CHARS`` characters of ``body``:
-  what one email costs a search (BM25 walks every position of a matched term in it, snippet()
-  tokenizes it) is bounded by construction, whatever a hostile body holds (5 MB of one repeated
-  word: 50 ms per search unbounded, under 2 ms bounded). Words past the bound are not searchable
-  (1 of the 22,882 messages of the Enron sample is that long); ``read_email`` shows the whole body.
+  ``indexed_body`` is a generated column, the first ``INDEXED_BODY_BYTES`` bytes of ``body`` (cut
+  as a blob: a text ``substr`` stops at a NUL, which older ingests stored), so what one email costs
+  a search (BM25 walks every position of a matched term in it) is bounded by construction, whatever
+  a hostile body holds (5 MB of one repeated word: 50 ms per search unbounded, 1 ms bounded). Words
+  past the bound are not searchable (1 of the 22,882 messages of the Enron sample is that long);
+  ``read_email`` shows the whole body.
 """
 
 from __future__ import annotations
@@ -140,8 +141,18 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
     if "indexed_body" not in {row[1] for row in db.execute("pragma table_xinfo(emails)")}:
         db.execute(
             "alter table emails add column indexed_body text generated always as"
-            f" (substr(body, 1, {INDEXED_BODY_CHARS})) virtual"
+            f" (cast(substr(cast(body as blob), 1, {INDEXED_BODY_BYTES}) as text)) virtual"
         )
+        # Older ingests wrote years past 9999 with five digits and years before 1000 with fewer
+        # than four, which sort wrongly as text: pad the short ones, and a date past 9999 is none.
+        with db.conn:
+            db.execute(
+                "update emails set date = null where length(date) > 20 and date like '%-__-__T__:__:__Z'"
+            )
+            db.execute(
+                "update emails set date = substr('000' || date, -20)"
+                " where length(date) between 17 and 19 and date like '%-__-__T__:__:__Z'"
+            )
     fts_columns = {row[1] for row in db.execute("pragma table_info(emails_fts)")}
     if not set(FTS_COLUMNS) <= fts_columns:  # missing, or built by an older InboxRL: (re)build it
         db["emails"].enable_fts(list(FTS_COLUMNS), create_triggers=True, tokenize="porter", replace=True)
@@ -149,8 +160,8 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
 
 INBOX_TOKEN_SQL = "'inbox' || lower(hex(inbox))"
 """SQL of the ``emails.inbox_token`` generated column; :func:`inbox_token` computes the same in Python."""
-INDEXED_BODY_CHARS = 200_000
-"""Characters of a body the search index holds (``emails.indexed_body``); see the module docstring."""
+INDEXED_BODY_BYTES = 200_000
+"""Bytes of a body the search index holds (``emails.indexed_body``); see the module docstring."""
 FTS_COLUMNS = ("subject", "indexed_body", "inbox_token")
 """The columns of ``emails_fts``, in order (``bm25()`` weights follow it)."""
 

@@ -18,8 +18,8 @@ Cost of a search (measured in bench/results/search.md): the FTS5 query ANDs the 
 ``inbox_token`` (see ``env.db``) with the keywords, so BM25 scores only this inbox's matches, not
 every inbox's. What remains is bm25()'s IDF, which FTS5 computes per query by counting each
 keyword's matches over the whole table (so keywords carry no column filter, which doubles that
-count). The index holds ``emails.indexed_body``, the body's first ``env.db.INDEXED_BODY_CHARS``
-characters, so BM25's per-email work is bounded. Snippets are built in Python (:func:`_snippet`)
+count). The index holds ``emails.indexed_body``, the body's first ``env.db.INDEXED_BODY_BYTES``
+bytes, so BM25's per-email work is bounded. Snippets are built in Python (:func:`_snippet`)
 over at most that prefix, read with incremental blob I/O (a 5 MB body is not loaded to show 24 words
 of it), in time linear in it: FTS5's snippet() scores every window around every match, quadratic in
 a term's matches in one email (5,000 repeats of one word: 270 ms). So no email, however large or
@@ -45,7 +45,7 @@ from typing import Any, get_type_hints
 import sqlite_utils
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from env.db import FTS_COLUMNS, INDEXED_BODY_CHARS, Inbox, get_inbox, inbox_token, open_db
+from env.db import FTS_COLUMNS, INDEXED_BODY_BYTES, Inbox, get_inbox, inbox_token, open_db
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ class InboxTools:
         ]
 
     def _body_head(self, email_id: int, pattern: re.Pattern) -> str:
-        """The start of an email's body, enough for its snippet: at most ``INDEXED_BODY_CHARS``.
+        """The start of an email's body, enough for its snippet: at most ``INDEXED_BODY_BYTES``, as indexed.
 
         Read through SQLite's incremental blob I/O, which reads only the pages it returns: selecting
         ``body`` (or a ``substr`` of it) would load the whole value, 5 MB for a hostile email.
@@ -207,8 +207,8 @@ class InboxTools:
             text = data.decode("utf-8", "ignore")  # a cut may split a character
             hit = pattern.search(text)
             if len(data) == SNIPPET_READ_BYTES and (hit is None or hit.end() + SNIPPET_WINDOW > len(text)):
-                text = (data + blob.read(4 * INDEXED_BODY_CHARS - len(data))).decode("utf-8", "ignore")
-        return text[:INDEXED_BODY_CHARS].replace("\x00", " ")
+                text = (data + blob.read(INDEXED_BODY_BYTES - len(data))).decode("utf-8", "ignore")
+        return text.replace("\x00", " ")
 
     def read_email(self, message_id: str) -> dict:
         """Read one email in full.
@@ -400,7 +400,7 @@ def _keyword_pattern(phrases: tuple[str, ...]) -> re.Pattern:
 def _snippet(subject: str, body: str, pattern: re.Pattern) -> str:
     """About SNIPPET_TOKENS words of ``body`` around its first match of ``pattern``, matches marked.
 
-    ``body`` is the indexed prefix (at most ``env.db.INDEXED_BODY_CHARS``): one regex search to the
+    ``body`` is the indexed prefix (at most ``env.db.INDEXED_BODY_BYTES``): one regex search to the
     first match and a window of a few hundred characters, so the cost is linear and bounded. With
     no match in the body (the subject matched) the subject is the snippet; ``…`` marks cut text.
 

@@ -616,7 +616,7 @@ def _search_cpu_seconds(tools: InboxTools, keywords: list[str], runs: int = 5) -
 def test_hostile_bodies_cost_a_search_no_more_than_a_few_normal_ones(tmp_path):
     """Item 2: a NUL early in a 5 MB body, 5 MB of one repeated word, 5 MB of random words.
 
-    The index and the snippets see only a bounded prefix of each body (``env.db.INDEXED_BODY_CHARS``),
+    The index and the snippets see only a bounded prefix of each body (``env.db.INDEXED_BODY_BYTES``),
     so these searches cost about what the same search over ordinary emails costs.
     """
     rng = random.Random(14)
@@ -655,3 +655,31 @@ def test_dates_are_compared_as_instants(tmp_path):
     assert ids(alice.search_emails(["yak"], sent_after="0999-01-01T01:00:00+02:00")) == ["<d60>"]
     assert alice.search_emails(["yak"], sent_after="0999-01-01T03:00:00+02:00") == []
     assert ids(make_tools(db, "alice-a", date.max).search_emails(["yak"])) == ["<d60>", "<d61>"]
+
+
+def test_an_older_db_gets_the_bounded_index_and_sortable_dates(tmp_path):
+    """ensure_schema upgrades a DB an older ingest wrote: five- and three-digit years, NUL bodies."""
+    db = open_db(build_tools_db(tmp_path / "older.db"))
+    db["emails"].disable_fts()
+    db.execute("alter table emails drop column indexed_body")
+    db["emails"].enable_fts(["subject", "body", "inbox_token"], create_triggers=True, tokenize="porter")
+    rows = [
+        (70, "10000-01-01T11:59:59Z", "yak"),
+        (71, "999-01-01T00:00:00Z", "yak"),
+        (72, None, "\x00 yak gnu"),
+    ]
+    for n, sent, body in rows:
+        db["emails"].insert(
+            {"id": n, "inbox": "alice-a", "message_id": f"<o{n}>", "subject": "s", "body": body}
+        )
+        db["emails"].update(n, {"date": sent})
+        db["message_ids"].insert({"inbox": "alice-a", "message_id": f"<o{n}>", "email_id": n})
+    db.conn.commit()
+    with pytest.raises(ValueError, match="indexed_body"):
+        make_tools(db, "alice-a", QUERY_DATE)
+    ensure_schema(db)
+    dates = dict(db.execute("select id, date from emails where id >= 70").fetchall())
+    assert dates == {70: None, 71: "0999-01-01T00:00:00Z", 72: None}
+    assert ids(make_tools(db, "alice-a", QUERY_DATE).search_emails(["yak"])) == ["<o71>"]
+    [hit] = make_tools(db, "alice-a", None).search_emails(["gnu"])  # the text after a NUL is indexed
+    assert hit["message_id"] == "<o72>" and hit["snippet"] == "yak **gnu**"
