@@ -32,8 +32,10 @@ never counts against an answer that repeats it:
   ``I guess``, ``not sure``, ``I don't know``, ``no idea``, ``might``, ``could be``, ``seems``, a
   question mark ...). An abstention followed by a guess ("I don't know, maybe X") is such a hedge;
 - *candidates*: alternatives (``or``, ``either``, ``and/or``, ``alternatively``, ``1178/1179``)
-  where one alternative holds gold content and another holds content the gold answer lacks, or a
-  list (``,`` ``;`` ``and``) with a gold item beside a bare name-like item of 1-4 foreign words;
+  where the item on one side holds gold content and the item on the other side content the gold
+  answer lacks; or a list (items split at ``,`` ``;`` ``and``, sentences, lines) with a gold item
+  beside a bare candidate: 1-4 words that the gold answer and the question lack, with no verb,
+  pronoun or preposition ("T Bar M, Longhorn", "Bill Bradford. Rick Buy.");
 - *competing value*: a number, date or time the gold answer and the question lack, of a kind the
   gold answer has (another date beside the gold date, ``$205,000`` beside ``$193,000``); kinds
   compete with themselves, and a bare number with money and ids (``$1,200`` does not compete with
@@ -46,6 +48,9 @@ never counts against an answer that repeats it:
   or both;
 - *too long*: more than :data:`MAX_ANSWER_WORDS` words.
 
+A stated confidence ("confidence: 0.8", "I'm 90% sure") is removed first: the reward's calibration
+term reads it, and it neither helps nor hurts here ("not 100% sure" stays a hedge).
+
 **Step 2: is its content the gold answer's?** (:meth:`Match.correct`). Filler sentences (no facts,
 no gold content, at least four words: "I hope this helps.", "Let me know if you need anything else.")
 are left out, so padding neither helps nor hurts; on the rest, with denied text left out:
@@ -56,14 +61,20 @@ are left out, so padding neither helps nor hurts; on the rest, with denied text 
 3. token F1 >= ``F1_THRESHOLD`` (0.5) and the answer states no fact that the gold answer and the
    question lack (``Check #1179`` against ``Check #1178`` fails).
 
-Limits (what this judge cannot see): it matches tokens, not meaning. A paraphrase with other words
-("the estate is not hiring" vs "no new hires") can fail; a statement that keeps the gold tokens
-but changes their relation ("Kam paid Bob" vs "Bob paid Kam") passes; negation is found by cue
-words within one clause, so a denial spread over clauses or phrased without a cue ("that figure
-was superseded") is missed; names are not typed, so a wrong extra name passes when it comes with a
-verb or preposition ("Bill Bradford, with Rick Buy") or when the gold answer has no facts and the
-list is long enough to keep F1 up; a right answer with a hedge, an alternative or an extra value of
-the gold's kind is marked incorrect.
+Limits (what this judge cannot see): it matches tokens and cue words, not meaning.
+
+- A statement that keeps the gold tokens but changes their relation passes ("Kam paid Bob" for
+  "Bob paid Kam"); so does a right answer followed by a contradicting sentence with no number and
+  no gold word ("Check #1178. That check was never sent." drops the second sentence as filler).
+- Negation is found by cue words within one clause: a denial without a cue ("that figure was
+  superseded") or spread over clauses is missed.
+- Names are not typed: a wrong extra name passes when it comes with a verb, pronoun or
+  preposition ("Bill Bradford, with Rick Buy") or in a long clause.
+- A paraphrase with other words ("no new hires" for "the estate isn't hiring") can fail, and the
+  strict rules mark some right answers incorrect: a right answer with any hedge, any "or" whose
+  neighbouring item adds words the gold answer lacks ("Check #1178 or the one after it"), an extra
+  value of the gold's kind (a second date, a phone extension), a yes/no word opposite to the
+  gold's, or over 250 words.
 """
 
 from __future__ import annotations
