@@ -34,8 +34,9 @@ never counts against an answer that repeats it:
 - *candidates*: alternatives (``or``, ``either``, ``and/or``, ``alternatively``, ``1178/1179``)
   where the item on one side holds gold content and the item on the other side content the gold
   answer lacks; or a list (items split at ``,`` ``;`` ``and``, sentences, lines) with a gold item
-  beside a bare candidate: 1-4 words that the gold answer and the question lack, with no verb,
-  pronoun or preposition ("T Bar M, Longhorn", "Bill Bradford. Rick Buy.");
+  beside a bare candidate: 1-4 words or values that the gold answer lacks (question words aside,
+  question values not), with no verb, pronoun or preposition ("T Bar M, Longhorn", "Bill Bradford.
+  Rick Buy.", "$2.26, $2.20" when the question asks "our $2.20 or their figure?");
 - *competing value*: a number, date or time the gold answer and the question lack, of a kind the
   gold answer has (another date beside the gold date, ``$205,000`` beside ``$193,000``); kinds
   compete with themselves, and a bare number with money and ids (``$1,200`` does not compete with
@@ -543,12 +544,11 @@ def _candidate_problem(sentences: list[str], gold: _Gold) -> str | None:
     if not any(gold_item for _, _, gold_item in items):
         return None
     for item, toks, gold_item in items:
-        content = [t for t in toks if t not in gold.asked and t not in _NEUTRAL]
+        content = [t for t in toks if is_fact(t) or (t not in gold.asked and t not in _NEUTRAL)]
         if (
             not gold_item
             and 1 <= len(content) <= 4
-            and not any(is_fact(t) for t in content)
-            and all(_foreign(t, gold, question_facts_count=False) for t in content)
+            and all(_foreign(t, gold, question_facts_count=True) for t in content)
             and not _CLAUSE_LIKE.search(item)
         ):
             return f"lists another candidate ({item!r}) beside the gold answer"

@@ -37,6 +37,8 @@ SAILING = ("Is the Risk Management Simulation sailing outing on the Ultra still 
 MEETING = ("What time was my meeting with Chuck Brown of Newport Generation on Friday the 27th?", "9 AM.")
 BONDS = ("What rate are Bobinchuck's privately placed bonds paying?", "7.7%, with no credit enhancement.")
 PHONE = ("What's Paul Bieniawski's phone number?", "713-345-8641.")
+PRICE = ("Which price is right on Sierra Pacific deal 1108335 - our $2.20 or their invoiced figure?",
+         "Sierra Pacific's $2.26 for Malin is correct (per Steve South).")  # fmt: skip
 NONE_PBR = ("What cash amount did Bob Hall approve for Patti Sullivan's PBR award?", None)
 NONE_FLIGHT = ("What flight am I booked on from Houston to the Beaver Creek management offsite?", None)
 
@@ -99,6 +101,8 @@ CANDIDATES = [
     (*BOSS, "- Bill Bradford\n- Rick Buy"),
     (*CAMP, "T Bar M. Longhorn. Kickapoo."),
     (*CAMP, "Camp: T Bar M (or possibly Longhorn)"),
+    (*PRICE, "$2.26, $2.20."),  # both figures the question names
+    (*PRICE, "$2.20 or $2.26."),
 ]
 DENIALS = [
     (*MONEY, "Not $193,000 \u2014 it works out to $205,000."),
@@ -183,6 +187,7 @@ CORRECT = [
     (*MEETING, "9 AM."),
     (*BONDS, "They pay 7.7%."),
     (*PHONE, "(713) 345-8641"),
+    (*PRICE, "Their $2.26 is correct, not our $2.20."),
     # a stated confidence is for the reward's calibration term, not a hedge
     (*CHECK, "Check #1178, mailed Aug 28, 2000 (confidence: 0.8)"),
     (*BOSS, "Bill Bradford. I'm 90% sure."),
