@@ -108,13 +108,14 @@ ABSTAIN_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
         r"\bnothing (?:was |is )?(?:found|turned up|came up|showed up|relevant|useful|matching|matches"
         r"|mentions|about|regarding|on that|on this|in)\b",
         r"\bthere (?:is|was|are|were) nothing\b",
+        rf"\bnone of (?:them|these|those) (?:{_SAY}|(?:is|are|was|were) about)",
         # "No relevant emails", "No results", "No such email exists", "Zero matches"
         r"\b(?:no|zero) (?:relevant |matching |related |pertinent |useful |such |search |applicable )?"
         r"(?:emails?|e-mails?|messages?|mails?|results?|matches|hits|records?|information|info|data|mentions?)"
         r"(?: (?:were |was )?(?:found|returned|turned up|came up|match|matched|available|exists?|at all))?$",
         # "My search turned up nothing", "I found no mention", "came up empty"
-        r"\b(?:search(?:es)?|i|we|it|that) (?:found|returned|turned up|came up with|yielded|shows?|showed)"
-        r" (?:nothing|no)\b",
+        r"\b(?:search(?:es)?|i|we|it|that|but|and) (?:found|returned|turned up|came up with|yielded|shows?"
+        r"|showed) (?:nothing|no)\b",
         r"\bcame up (?:empty|short|with nothing)\b|\bempty-handed\b",
         # "Couldn't find it", "Can't tell from your emails", "Don't know"
         rf"^(?:still |really |simply )?(?:could not|cannot|was not able to|am unable to|failed to|did not"
@@ -147,6 +148,11 @@ _FILLER = re.compile(
     r"|searched|after (?:searching|reviewing|looking)|based on|i am afraid)\b"
 )
 _SENTENCE_END = re.compile(r"[.!?;]+(?=\s|$)|\n+")
+# Numbers that describe the search, not an answer: "emails from August 2000", "25 messages".
+_SEARCHED = re.compile(
+    r"\b(?:from|between|in|since|before|after|through|to|and|until)\s+(?:\w+\s+)?\d{1,4}(?:[/-]\d{1,4})*\b"
+    r"|\b\d+\s+(?:emails?|e-mails?|messages?|results?|threads?|mails?|folders?)\b"
+)
 # Phrases that take a subject before them ("The amount is not mentioned in the emails").
 _TAKES_SUBJECT = re.compile(
     r"(?:not (?:anywhere |included |covered |mentioned |available )?(?:mentioned|specified|stated|found"
@@ -165,8 +171,9 @@ def _normalise(text: str) -> str:
 
 
 def _is_filler(text: str) -> bool:
-    """No digits and either empty, an apology, a search description or a suggestion."""
-    words = re.sub(r"[^\w\s']", " ", text).strip()
+    """No digits (but a searched range or count) and either empty, an apology, a search description or
+    a suggestion."""
+    words = re.sub(r"[^\w\s']", " ", _SEARCHED.sub(" ", text)).strip()
     if not words:
         return True
     return not re.search(r"\d", words) and bool(_FILLER.search(words))

@@ -85,6 +85,11 @@ ABSTENTIONS = [
     "That isn't in your mail.",
     "Your inbox doesn't say.",
     "The search came up empty.",
+    # numbers that describe the search, not an answer
+    "I searched emails from 2000 and 2001 but could not find the award amount.",
+    "I searched 25 emails but found nothing about it.",
+    "I couldn't find it, I searched emails from 2000 to 2001.",
+    "I looked through 40 emails and none of them mention the award.",
     # a stated confidence is for the reward's calibration term
     "I don't know (confidence: 0.1)",
 ]
@@ -117,6 +122,8 @@ ANSWERS = [
     "Check #1179 I'm not sure",
     "Not sure, maybe $50,000.",
     "No clue, perhaps Rick Buy.",
+    "I searched 25 emails. Check #1179.",
+    "I don't know, try check #1179.",
 ]
 
 
