@@ -81,8 +81,10 @@ ABSTAIN_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
         # "There is no information about ...", "there were no emails on that"
         rf"\bthere (?:is|are|was|were) no (?:\w+ ){{0,2}}?(?:{_INFO}|{_SOURCE})\b",
         # "The emails do not mention ...", "your inbox doesn't say"
-        rf"\b{_SOURCE} (?:do|does|did) not (?:seem to |appear to )?"
+        rf"\b{_SOURCE}(?: \w+){{0,3}}? (?:do|does|did) not (?:seem to |appear to )?"
         rf"(?:{_SAY}|have|has|hold|holds|cover|covers)",
+        rf"\b(?:do|does|did) not (?:appear|show up|come up|turn up) (?:anywhere )?in (?:the|your|any)"
+        rf"(?: \w+)? {_SOURCE}",
         rf"\b{_SOURCE} (?:has|have|had|holds?|contains?|shows?|showed) no\b",
         rf"\b{_SOURCE} (?:is|are|was|were) silent\b",
         # "That isn't in your mail", "not anywhere in the emails", "not in any of your messages"

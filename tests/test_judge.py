@@ -85,6 +85,8 @@ ABSTENTIONS = [
     "That isn't in your mail.",
     "Your inbox doesn't say.",
     "The search came up empty.",
+    "The emails I reviewed do not contain the check number.",
+    "That information doesn't appear in your emails.",
     # numbers that describe the search, not an answer
     "I searched emails from 2000 and 2001 but could not find the award amount.",
     "I searched 25 emails but found nothing about it.",
