@@ -120,8 +120,8 @@ ABSTAIN_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
         r"|showed) (?:nothing|no)\b",
         r"\bcame up (?:empty|short|with nothing)\b|\bempty-handed\b",
         # "Couldn't find it", "Can't tell from your emails", "Don't know"
-        rf"^(?:still |really |simply )?(?:could not|cannot|was not able to|am unable to|failed to|did not"
-        rf"|do not) (?:{_FIND}|know|help)\b",
+        rf"^(?:still |really |simply )?(?:could not|cannot|was not able to|am unable to|failed to|did not)"
+        rf" (?:{_FIND}|know|help)\b|^do not know\b",
         r"\b(?:i|we) (?:have|had) no (?:idea|information|info|way of knowing|record)",
         r"\bnothing (?:in|about|regarding|on|related to) (?:the|your|this|that|my|these)",
         r"\bi (?:do not|did not) (?:see|find) (?:any|an?|the)\b",

@@ -126,6 +126,7 @@ ANSWERS = [
     "No clue, perhaps Rick Buy.",
     "I searched 25 emails. Check #1179.",
     "I don't know, try check #1179.",
+    "Don't tell Tori.",
 ]
 
 
