@@ -653,21 +653,12 @@ def _pool(workers: int):
 
 
 def _init_worker() -> None:
-    """Set up a pool worker: ignore SIGINT and exit once orphaned.
+    """Set up a pool worker: ignore SIGINT.
 
     A terminal's Ctrl-C reaches the whole process group; a worker it killed while it held a pool
-    queue lock made ``Pool.terminate`` wait forever, so only the main process handles it. After a
-    ``kill -9`` of the main process (or of the forkserver, which exits with it) nothing would
-    stop the idle workers, so each watches its parent.
+    queue lock made ``Pool.terminate`` wait forever, so only the main process handles it.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
-
-
-def _exit_when_orphaned(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(1)
 
 
 def _stop_pool(pool, timeout: float = POOL_STOP_TIMEOUT) -> None:
