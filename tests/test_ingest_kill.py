@@ -296,7 +296,7 @@ def test_stop_pool_does_not_wait_on_dead_workers() -> None:
     time.sleep(0.5)
     plain = threading.Thread(target=pools[0].terminate, daemon=True)
     plain.start()
-    plain.join(3)
+    plain.join(2)
     started = time.monotonic()
     ingest_module._stop_pool(pools[1], timeout=1.0)
     assert time.monotonic() - started < 4
