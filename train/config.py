@@ -91,6 +91,12 @@ class _TrainFields:
         "picks it where the CPU has native bf16 (AMX / AVX512-BF16) or the GPU supports it (env.hardware).",
         "Hardware",
     )
+    cpu_threads: int = _f(
+        0,
+        "torch threads when training on CPU (0: torch's default, one per core). On a 2-vCPU machine with "
+        "AMX, one thread trained as fast as two when idle, and ~10x faster beside another busy process.",
+        "Hardware",
+    )
     gradient_checkpointing: bool = _f(
         True, "Recompute activations: less memory, a little slower.", "Hardware"
     )
@@ -119,6 +125,8 @@ class _TrainFields:
             raise ValueError(
                 f"lora_target_modules is empty: name the modules to adapt, e.g. {ALL_PROJECTIONS}."
             )
+        if self.cpu_threads < 0:
+            raise ValueError(f"cpu_threads={self.cpu_threads}: set 0 (torch's default) or a thread count.")
         if not 0 <= self.unanswerable_share < 1:
             raise ValueError(f"unanswerable_share={self.unanswerable_share}: set a share in [0, 1).")
         if self.save_steps < 1:

@@ -121,6 +121,8 @@ def load_policy(settings: Settings, config: _TrainFields, base_model: str, devic
     """
     import torch
 
+    if device == "cpu" and config.cpu_threads:
+        torch.set_num_threads(config.cpu_threads)
     init_adapter = getattr(config, "init_adapter", None)
     # On a GPU the weights are bf16 when training is; on a CPU they stay fp32 and bf16 training runs
     # under autocast (TrainingArguments bf16), so the LoRA weights keep full precision.
