@@ -126,7 +126,10 @@ def _as_date(value: date | str | None) -> date | None:
         except ValueError:
             raise ValueError(f"query_date must be YYYY-MM-DD, got {value!r}") from None
     if isinstance(value, datetime):
-        return value.astimezone(UTC).date() if value.tzinfo else value.date()
+        try:
+            return value.astimezone(UTC).date() if value.tzinfo else value.date()
+        except OverflowError:  # before year 1 or after 9999 in UTC: the day as written
+            return value.date()
     return value
 
 

@@ -655,6 +655,10 @@ def test_dates_are_compared_as_instants(tmp_path):
     assert ids(alice.search_emails(["yak"], sent_after="0999-01-01T01:00:00+02:00")) == ["<d60>"]
     assert alice.search_emails(["yak"], sent_after="0999-01-01T03:00:00+02:00") == []
     assert ids(make_tools(db, "alice-a", date.max).search_emails(["yak"])) == ["<d60>", "<d61>"]
+    assert ids(make_tools(db, "alice-a", "9999-12-31T23:00:00-05:00").search_emails(["yak"])) == [
+        "<d60>",
+        "<d61>",
+    ]
 
 
 def test_an_older_db_gets_the_bounded_index_and_sortable_dates(tmp_path):
