@@ -141,7 +141,7 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
     if "indexed_body" not in {row[1] for row in db.execute("pragma table_xinfo(emails)")}:
         db.execute(
             "alter table emails add column indexed_body text generated always as"
-            f" (cast(substr(cast(body as blob), 1, {INDEXED_BODY_BYTES}) as text)) virtual"
+            f" ({INDEXED_BODY_SQL}) virtual"
         )
         # Older ingests wrote years past 9999 with five digits and years before 1000 with fewer
         # than four, which sort wrongly as text: pad the short ones, and a date past 9999 is none.
@@ -162,6 +162,20 @@ INBOX_TOKEN_SQL = "'inbox' || lower(hex(inbox))"
 """SQL of the ``emails.inbox_token`` generated column; :func:`inbox_token` computes the same in Python."""
 INDEXED_BODY_BYTES = 200_000
 """Bytes of a body the search index holds (``emails.indexed_body``); see the module docstring."""
+
+
+def _indexed_body_sql(limit: int) -> str:
+    """SQL of ``emails.indexed_body``: the first ``limit`` bytes of ``body``, never half a character.
+
+    The body is cut as a blob (a text ``substr`` stops at a NUL) and the cut moves back over a
+    character that does not fit: the byte after the cut is not a UTF-8 continuation byte.
+    """
+    body, cont = "cast(body as blob)", "between x'80' and x'bf'"
+    cuts = " ".join(f"when substr({body}, {limit + 1 - k}, 1) not {cont} then {limit - k}" for k in range(3))
+    return f"cast(substr({body}, 1, case {cuts} else {limit - 3} end) as text)"
+
+
+INDEXED_BODY_SQL = _indexed_body_sql(INDEXED_BODY_BYTES)
 FTS_COLUMNS = ("subject", "indexed_body", "inbox_token")
 """The columns of ``emails_fts``, in order (``bm25()`` weights follow it)."""
 

@@ -687,3 +687,19 @@ def test_an_older_db_gets_the_bounded_index_and_sortable_dates(tmp_path):
     assert ids(make_tools(db, "alice-a", QUERY_DATE).search_emails(["yak"])) == ["<o71>"]
     [hit] = make_tools(db, "alice-a", None).search_emails(["gnu"])  # the text after a NUL is indexed
     assert hit["message_id"] == "<o72>" and hit["snippet"] == "yak **gnu**"
+
+
+def test_the_indexed_prefix_is_cut_between_characters(tmp_path):
+    """A long multi-byte body is indexed up to INDEXED_BODY_BYTES without half a character."""
+    from env.db import INDEXED_BODY_BYTES
+
+    db = open_db(build_tools_db(tmp_path / "long.db"))
+    body = "gnu " + "é" * INDEXED_BODY_BYTES + " okapi"  # the cut falls inside an "é"
+    db["emails"].insert({"id": 80, "inbox": "alice-a", "message_id": "<l80>", "subject": "s", "body": body})
+    db["message_ids"].insert({"inbox": "alice-a", "message_id": "<l80>", "email_id": 80})
+    (indexed,) = db.execute("select indexed_body from emails where id = 80").fetchone()  # decodes
+    assert body.startswith(indexed) and INDEXED_BODY_BYTES - 2 < len(indexed.encode()) <= INDEXED_BODY_BYTES
+    tools = make_tools(db, "alice-a", None)
+    assert ids(tools.search_emails(["gnu"])) == ["<l80>"]
+    assert tools.search_emails(["okapi"]) == []  # past the indexed prefix
+    assert tools.read_email("<l80>")["body"].startswith("gnu éé")
