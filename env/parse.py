@@ -461,11 +461,13 @@ def make_record(
     def clean_pairs(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
         return [(clean(address), clean(name)) for address, name in pairs]
 
-    body = clean(_normalize_newlines(body))
-    subject, from_address, from_name, origin = map(clean, (subject, from_address, from_name, origin))
-    to, cc, bcc = clean_pairs(to), clean_pairs(cc), clean_pairs(bcc)
+    body, message_id = _normalize_newlines(body), (message_id or "").strip()
+    everything = [body, subject, from_address, from_name, origin, message_id]
+    everything += [text for pairs in (to, cc, bcc) for pair in pairs for text in pair]
+    if clean_text("\x1f".join(everything))[1]:  # one check for the common case: nothing to replace
+        body, subject, from_address, from_name, origin, message_id = map(clean, everything[:6])
+        to, cc, bcc = clean_pairs(to), clean_pairs(cc), clean_pairs(bcc)
     digest = content_hash(date, from_address, subject, body)
-    message_id = clean((message_id or "").strip())
     if not message_id.strip("<> \t"):
         message_id = synthetic_message_id(digest)
     return EmailRecord(
