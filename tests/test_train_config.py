@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from env.hardware import choose_dtype
-
 from train.config import (
     ALL_PROJECTIONS,
     GRPO_PRESETS,
@@ -130,3 +129,39 @@ def test_every_field_has_help_and_a_group() -> None:
 def test_doctests(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module))
     assert result.failed == 0
+
+
+def test_cpu_preset_trains_on_one_bf16_thread_with_checkpointing(tmp_path: Path) -> None:
+    """The CPU path bench/grpo_profile.py measured: one torch thread, bf16 where the CPU has it,
+    gradient checkpointing kept (without it a 4-rollout micro-batch of ~2,500 positions needs
+    several GB of activations more)."""
+    c = load_config(InboxGRPOConfig, "cpu")
+    assert (c.cpu_threads, c.dtype, c.gradient_checkpointing) == (1, "auto", True)
+    assert c.to_trl(tmp_path, device="cpu").bf16 == choose_dtype("cpu").bf16
+    # The profile's old path stays expressible as overrides.
+    old = load_config(InboxGRPOConfig, "cpu", overrides={"dtype": "float32", "cpu_threads": 0})
+    assert old.to_trl(tmp_path, device="cpu").bf16 is False
+
+
+def test_generate_in_autocast_samples_under_the_trainers_bf16_autocast() -> None:
+    """TRL's transformers generation runs outside autocast; the wrapper puts it under the trainer's."""
+    from types import SimpleNamespace
+
+    import torch
+    from accelerate import Accelerator
+
+    from train.grpo import generate_in_autocast
+
+    layer = torch.nn.Linear(8, 8)  # fp32 weights, as the policy on a CPU
+
+    def generate(prompt_ids: list[list[int]], *rest: object) -> tuple[torch.Tensor, None]:
+        return layer(torch.ones(len(prompt_ids), 8)), None
+
+    trainer = SimpleNamespace(
+        accelerator=Accelerator(cpu=True, mixed_precision="bf16"), _generate_single_turn=generate
+    )
+    assert trainer._generate_single_turn([[1]])[0].dtype == torch.float32
+    generate_in_autocast(trainer)
+    out, _ = trainer._generate_single_turn([[1], [2]], None, {}, 1)
+    assert out.dtype == torch.bfloat16 and out.shape == (2, 8)
+    assert not torch.is_autocast_enabled("cpu")  # only for the call

@@ -381,6 +381,9 @@ GRPO_PRESETS: dict[str, dict[str, Any]] = {
         "max_turn_tokens": 256,
         "temperature": 0.3,
         "save_steps": 5,
+        # One AMX bf16 thread (dtype auto) beats two beside any other busy process, and generation
+        # runs in bf16 too (train.grpo.generate_in_autocast): bench/results/grpo_profile.md.
+        "cpu_threads": 1,
     },
     "smoke": {
         "device": "cpu",

@@ -23,6 +23,7 @@ How this differs from ART·E's GRPO (OpenPipe ART):
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from env.config import Settings
@@ -102,6 +103,8 @@ def train_grpo(
         callbacks=[make_callback(folder / METRICS, stage="grpo")],
     )
     use_serving_tool_schemas(trainer)
+    if device == "cpu" and trainer.args.bf16:
+        generate_in_autocast(trainer)
     return train_and_save(
         trainer,
         folder,
@@ -118,6 +121,24 @@ def train_grpo(
             "filter": {k: v for k, v in filtered.items() if k != "outcomes"},
         },
     )
+
+
+def generate_in_autocast(trainer: Any) -> None:
+    """Make a GRPOTrainer sample its rollouts under its own bf16 autocast, as its loss already runs.
+
+    TRL's transformers generation (``_generate_single_turn``) calls ``model.generate`` outside
+    ``accelerator.autocast()``: on a CPU, where the weights stay fp32 and only autocast makes the
+    matmuls bf16, every rollout token then costs fp32 matmuls (about 10x slower than AMX bf16 on the
+    bench machine, bench/results/grpo_profile.md), while the log-probs the loss uses are bf16.
+    """
+    generate = trainer._generate_single_turn
+
+    @functools.wraps(generate)
+    def in_autocast(*args: Any, **kwargs: Any) -> Any:
+        with trainer.accelerator.autocast():
+            return generate(*args, **kwargs)
+
+    trainer._generate_single_turn = in_autocast
 
 
 def filter_questions(
