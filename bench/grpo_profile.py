@@ -315,6 +315,8 @@ def run_child(args: argparse.Namespace) -> None:
 
     GRPOTrainer._generate_and_score_completions = scored
 
+    logged: list[Any] = []  # run after each logged step (the metrics callback wrote it first)
+
     class Steps(TrainerCallback):
         """Step boundaries and the optimizer's time."""
 
@@ -330,6 +332,10 @@ def run_child(args: argparse.Namespace) -> None:
         def on_step_end(self, a: Any, state: Any, *rest: Any, **k: Any) -> None:
             prof.end_step(state.global_step)
 
+        def on_log(self, *a: Any, **k: Any) -> None:
+            for hook in logged:
+                hook()
+
     init = GRPOTrainer.__init__
 
     def with_callback(self: Any, *a: Any, **k: Any) -> None:
@@ -338,51 +344,57 @@ def run_child(args: argparse.Namespace) -> None:
 
     GRPOTrainer.__init__ = with_callback
 
+    def write(finished: bool) -> None:
+        """The run so far as JSON in ``--child-out`` (after every logged step, so a cut run keeps them)."""
+        if not prof.steps:
+            return
+        records = [r for r in read_metrics(home / "runs" / name / "metrics.jsonl") if "reward" in r]
+        curve = [
+            {
+                "step": r.get("step"),
+                "reward": r.get("reward"),
+                "reward_std": r.get("reward_std"),
+                "accuracy": r.get("inbox/accuracy"),
+                "answered": r.get("inbox/answered"),
+                "num_tokens": r.get("num_tokens"),
+            }
+            for r in records
+        ]
+        steps = prof.steps
+        result = {
+            "path": args.child,
+            "device": f"CPU, {os.cpu_count()} cores",
+            "config": {
+                "preset": "cpu",
+                "file": "configs/grpo-cpu-bench.toml",
+                "questions_per_step": config.questions_per_step,
+                "num_generations": config.num_generations,
+                "max_turns": config.max_turns,
+                "max_completion_length": config.max_completion_length,
+                "max_turn_tokens": config.max_turn_tokens,
+                "dtype": config.dtype,
+                "resolved_bf16": config.resolved_dtype("cpu").bf16,
+                "cpu_threads": config.cpu_threads,
+                "torch_threads": torch.get_num_threads(),
+                "gradient_checkpointing": config.gradient_checkpointing,
+                "seed": config.seed,
+                "init_adapter": args.init_adapter,
+            },
+            "finished": finished,
+            "steps_run": len(steps),
+            "s_per_step": round(sum(s["wall_s"] for s in steps) / len(steps), 1),
+            "peak_rss_gb": round(_maxrss_gb(), 2),
+            "parts": {p: round(sum(s["parts"][p] for s in steps) / len(steps), 2) for p in PARTS},
+            "total_s": round(time.perf_counter() - started, 1),
+            "per_step": steps,
+            "curve": curve,
+        }
+        Path(args.child_out).write_text(json.dumps(result, indent=1))
+
+    logged.append(lambda: write(False))
     started = time.perf_counter()
     train_grpo(settings, config, name=name, resume=False)
-    total = time.perf_counter() - started
-    records = [r for r in read_metrics(home / "runs" / name / "metrics.jsonl") if "reward" in r]
-    curve = [
-        {
-            "step": r.get("step"),
-            "reward": r.get("reward"),
-            "reward_std": r.get("reward_std"),
-            "accuracy": r.get("inbox/accuracy"),
-            "answered": r.get("inbox/answered"),
-            "num_tokens": r.get("num_tokens"),
-        }
-        for r in records
-    ]
-    steps = prof.steps
-    parts = {p: round(sum(s["parts"][p] for s in steps) / len(steps), 2) for p in PARTS}
-    result = {
-        "path": args.child,
-        "device": f"CPU, {os.cpu_count()} cores",
-        "config": {
-            "preset": "cpu",
-            "file": "configs/grpo-cpu-bench.toml",
-            "questions_per_step": config.questions_per_step,
-            "num_generations": config.num_generations,
-            "max_turns": config.max_turns,
-            "max_completion_length": config.max_completion_length,
-            "max_turn_tokens": config.max_turn_tokens,
-            "dtype": config.dtype,
-            "resolved_bf16": config.resolved_dtype("cpu").bf16,
-            "cpu_threads": config.cpu_threads,
-            "torch_threads": torch.get_num_threads(),
-            "gradient_checkpointing": config.gradient_checkpointing,
-            "seed": config.seed,
-            "init_adapter": args.init_adapter,
-        },
-        "steps_run": len(steps),
-        "s_per_step": round(sum(s["wall_s"] for s in steps) / len(steps), 1),
-        "peak_rss_gb": round(_maxrss_gb(), 2),
-        "parts": parts,
-        "total_s": round(total, 1),
-        "per_step": steps,
-        "curve": curve,
-    }
-    Path(args.child_out).write_text(json.dumps(result, indent=1))
+    write(True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -409,10 +421,11 @@ def prepare(home: Path, per_inbox: int) -> None:
         save_questions(home / "train.jsonl", questions)
 
 
-def write_report(runs: list[dict], info: dict, command: str) -> None:
-    """``grpo_profile.json`` and ``grpo_profile.md``."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "grpo_profile.json").write_text(json.dumps({"machine": info, "runs": runs}, indent=1) + "\n")
+def write_report(runs: list[dict], info: dict, command: str, out: Path = RESULTS) -> None:
+    """``grpo_profile.json`` (the runs, each with the machine and command) and ``grpo_profile.md``."""
+    out.mkdir(parents=True, exist_ok=True)
+    listed = [{**run, "machine": info, "command": command} for run in runs]
+    (out / "grpo_profile.json").write_text(json.dumps(listed, indent=1) + "\n")
     g = info["matmul_gflops"]
     lines = [
         "# GRPO step profile on CPU (embedded SmolLM2-135M, LoRA r=8)",
@@ -470,7 +483,7 @@ def write_report(runs: list[dict], info: dict, command: str) -> None:
             f"{new['peak_rss_gb']} GB.",
             "",
         ]
-    (RESULTS / "grpo_profile.md").write_text("\n".join(lines) + "\n")
+    (out / "grpo_profile.md").write_text("\n".join(lines) + "\n")
 
 
 def _fmt(value: float | None) -> str:
@@ -487,6 +500,10 @@ def main() -> None:
     parser.add_argument("--per-inbox", type=int, default=100)
     parser.add_argument("--paths", default="old,new", help="comma-separated: old, new (in this order)")
     parser.add_argument("--new-set", action="append", default=[], help="KEY=VALUE for the new path")
+    parser.add_argument("--out", default=str(RESULTS), help="folder for grpo_profile.json / .md")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite the report from the paths' JSON in --home"
+    )
     parser.add_argument("--child", choices=["old", "new"], help=argparse.SUPPRESS)
     parser.add_argument("--child-out", help=argparse.SUPPRESS)
     parser.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)
@@ -496,22 +513,30 @@ def main() -> None:
         run_child(args)
         return
     home = Path(args.home)
+    command = "python bench/grpo_profile.py " + " ".join(sys.argv[1:])
+    out = Path(args.out)
+    if args.report_only:  # the machine and command of the last full invocation
+        saved = json.loads((out / "grpo_profile.json").read_text())
+        first = saved if isinstance(saved, dict) else saved[0]
+        files = [home / f"profile-{p}.json" for p in ("old", "new")]
+        runs = [json.loads(f.read_text()) for f in files if f.exists()]
+        write_report(runs, first["machine"], first.get("command", command), out)
+        return
     prepare(home, args.per_inbox)
     info = machine()
-    command = "python bench/grpo_profile.py " + " ".join(sys.argv[1:])
     runs = []
     for path in args.paths.split(","):
-        out = home / f"profile-{path}.json"
+        child_out = home / f"profile-{path}.json"
         child = [sys.executable, __file__, "--home", str(home), "--steps", str(args.steps)]
-        child += ["--child", path, "--child-out", str(out)]
+        child += ["--child", path, "--child-out", str(child_out)]
         child += [f"--init-adapter={args.init_adapter}"] if args.init_adapter else []
         child += [f"--base-model={args.base_model}"] if args.base_model else []
         for pair in args.new_set if path == "new" else []:
             child += ["--set", pair]
         subprocess.run(child, check=True)
-        runs.append(json.loads(out.read_text()))
+        runs.append(json.loads(child_out.read_text()))
         runs.sort(key=lambda run: run["path"] == "new")  # old first
-        write_report(runs, info, command)
+        write_report(runs, info, command, out)
 
 
 if __name__ == "__main__":
