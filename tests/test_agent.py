@@ -71,7 +71,9 @@ def assert_well_formed(traj: Trajectory) -> None:
     assert traj.trace_id and traj.duration_s > 0
     assert traj.messages[0]["role"] == "system" and traj.messages[-1]["role"] in {"user", "assistant", "tool"}
     pending: list[str] = []
-    for message in traj.messages[3:]:  # after the few-shot example
+    users = [i for i, m in enumerate(traj.messages) if m["role"] == "user"]
+    asked = next(i for i in users if traj.messages[i]["content"] == traj.question)
+    for message in traj.messages[asked + 1 :]:  # after the prompt (and its few-shot example, if any)
         if message["role"] == "assistant":
             assert not pending, "every tool call of a turn gets a tool message before the next turn"
             for tc in message.get("tool_calls") or []:
