@@ -161,13 +161,27 @@ def released_run() -> dict:
         raise ModelError(f"The released adapter's {path} is missing or unreadable: reinstall InboxRL.") from e
 
 
+PROMPT_FIELDS = ("few_shot", "max_body_chars")
+
+
+def prompt_settings(config: dict) -> dict:
+    """The agent settings a model was trained with (worked example, ``read_email`` cap), from its config.
+
+    An adapter trained without the worked example should be served without it, and with the same
+    body cap: ``settings.model_copy(update=prompt_settings(run.config))``.
+
+    >>> prompt_settings({"few_shot": False, "max_body_chars": 2000, "learning_rate": 1e-4})
+    {'few_shot': False, 'max_body_chars': 2000}
+    """
+    return {k: config[k] for k in PROMPT_FIELDS if k in config}
+
+
 def model_prompt_settings(name: str) -> dict:
     """The agent settings (``few_shot``, ``max_body_chars``) model ``name`` was trained with: the
     released model's, from its ``run.json``; ``{}`` for other models (the defaults apply)."""
     if name != RELEASED_MODEL_NAME:
         return {}
-    config = released_run().get("config", {})
-    return {k: config[k] for k in ("few_shot", "max_body_chars") if k in config}
+    return prompt_settings(released_run().get("config", {}))
 
 
 def merge_lora(adapter_dir: Path, base_dir: Path, out: Path) -> None:

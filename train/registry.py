@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from env.config import Settings
+from env.model import model_prompt_settings, prompt_settings
 
 RUN_FILE = "run.json"
 ADAPTER_DIR = "adapter"
@@ -184,26 +185,9 @@ def update_eval(settings: Settings, name: str, summary: dict[str, Any]) -> RunIn
     return info
 
 
-PROMPT_FIELDS = ("few_shot", "max_body_chars")
-
-
-def prompt_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """The agent settings a model was trained with (worked example, ``read_email`` cap), from its config.
-
-    An adapter trained without the worked example should be served without it, and with the same
-    body cap: ``settings.model_copy(update=prompt_settings(run.config))``.
-
-    >>> prompt_settings({"few_shot": False, "max_body_chars": 2000, "learning_rate": 1e-4})
-    {'few_shot': False, 'max_body_chars': 2000}
-    """
-    return {k: config[k] for k in PROMPT_FIELDS if k in config}
-
-
 def agent_settings(settings: Settings, model: str) -> Settings:
     """``settings`` for running ``model``: a registered adapter, or the released model InboxRL ships,
     brings the prompt it was trained with (``env.model.model_prompt_settings``)."""
-    from env.model import model_prompt_settings
-
     try:
         run = get_run(settings, check_name(model))
     except (NoRun, ValueError):  # a served or hosted model name, not a run of this registry
