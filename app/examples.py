@@ -4,8 +4,9 @@ The default inbox holds three Enron mailboxes from 2000-2002, so a newcomer cann
 or a date. The examples come from the shipped question set (``default_questions_path()``), each
 with its inbox and query date:
 
-1. the questions the default model answered correctly in its eval, when its registered
-   ``run.json`` lists them under ``example_question_ids`` (top level, or in its ``eval`` summary);
+1. the questions the default model answered correctly in its eval: the ``example_question_ids`` of
+   the released agent's shipped ``run.json`` (``env.model.released_run``), or of a registered run's
+   ``run.json`` (top level, or in its ``eval`` summary), one inbox at a time;
 2. then answerable, short, realistic ones (easy before hard), spread over the inboxes.
 
 ``inboxrl demo`` prints them as ``inboxrl ask`` commands; the app's chat page shows them as buttons
@@ -19,7 +20,7 @@ import shlex
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from env.config import Settings
+from env.config import RELEASED_MODEL_NAME, Settings
 from synth_data.questions import Question, default_questions_path, load_questions
 
 EXAMPLE_IDS_KEY = "example_question_ids"
@@ -33,8 +34,8 @@ def pick_examples(
     preferred_ids: Iterable[str] = (),
     inboxes: Iterable[str] | None = None,
 ) -> list[Question]:
-    """Up to ``n`` example questions: ``preferred_ids`` first (in their order), then the best of the
-    rest, taking each inbox's best in turn so the examples cover the inboxes.
+    """Up to ``n`` example questions: ``preferred_ids`` first (in their order, each inbox's first in
+    turn), then the best of the rest, each inbox's best in turn, so the examples cover the inboxes.
 
     "Best" is answerable, then more realistic (``how_realistic``), easier, and shorter.
     ``inboxes`` (keys or owner addresses) keeps only questions about those inboxes.
@@ -46,11 +47,13 @@ def pick_examples(
     ['q1', 'q4', 'q3']
     >>> [q.id for q in pick_examples(qs, 2, preferred_ids=["q2", "nope"], inboxes=["a", "b"])]
     ['q2', 'q1']
+    >>> [q.id for q in pick_examples(qs, 2, preferred_ids=["q1", "q2", "q3"])]
+    ['q1', 'q3']
     """
     allowed = None if inboxes is None else set(inboxes)
     pool = [q for q in questions if allowed is None or {q.inbox_key, q.inbox_address} & allowed]
     by_id = {q.id: q for q in pool}
-    chosen = [by_id[i] for i in dict.fromkeys(preferred_ids) if i in by_id][:n]
+    chosen = _round_robin([by_id[i] for i in dict.fromkeys(preferred_ids) if i in by_id], n)
     rest = sorted(
         (q for q in pool if q.answer is not None and q not in chosen),
         key=lambda q: (
@@ -60,27 +63,38 @@ def pick_examples(
             q.id,
         ),
     )
+    return chosen + _round_robin(rest, n - len(chosen))
+
+
+def _round_robin(questions: list[Question], n: int) -> list[Question]:
+    """Up to ``n`` of ``questions``: the first of each inbox in turn, keeping their order within one."""
     queues: dict[str, list[Question]] = {}
-    for q in rest:
+    for q in questions:
         queues.setdefault(q.inbox_key, []).append(q)
-    while len(chosen) < n and any(queues.values()):
+    out: list[Question] = []
+    while len(out) < n and any(queues.values()):
         for queue in queues.values():
-            if queue and len(chosen) < n:
-                chosen.append(queue.pop(0))
-    return chosen
+            if queue and len(out) < n:
+                out.append(queue.pop(0))
+    return out
 
 
 def preferred_example_ids(settings: Settings, model: str | None = None) -> list[str]:
-    """The ``example_question_ids`` in the registered run.json of ``model`` (default ``settings.model``).
+    """The ``example_question_ids`` of ``model`` (default ``settings.model``): the shipped run.json of
+    the released agent, or the registered run.json of a trained run.
 
-    Empty when the model is not a registered run (the embedded base model) or lists none.
+    Empty when the model is neither (the embedded base model) or lists none.
     """
+    from env.model import ModelError, released_run
     from train.registry import RUN_FILE, NoRun, get_run
 
+    name = model or settings.model
     try:
-        run = get_run(settings, model or settings.model)
-        data = json.loads((Path(run.path) / RUN_FILE).read_text(encoding="utf-8"))
-    except (NoRun, OSError, ValueError):
+        if name == RELEASED_MODEL_NAME:
+            data = released_run()
+        else:
+            data = json.loads((Path(get_run(settings, name).path) / RUN_FILE).read_text(encoding="utf-8"))
+    except (ModelError, NoRun, OSError, ValueError):
         return []
     ids = data.get(EXAMPLE_IDS_KEY) or (data.get("eval") or {}).get(EXAMPLE_IDS_KEY) or []
     return [str(i) for i in ids] if isinstance(ids, list) else []

@@ -13,8 +13,11 @@
    (``synth_data.unanswerable``, ``unanswerable_share`` of the set). Held-out test sets, from the
    six other mailboxes: their LLM-written questions (``questions/*.jsonl``) and template pairs.
 3. SFT (trajectories built from the train pairs), then GRPO from the SFT adapter (``configs/``).
-   The adapters learn without the prompt's worked example (``few_shot = false``) and are served
-   without it; the base model keeps it (zero-shot it never calls a tool).
+   Or, after SFT, the ``self`` stage (R-Tuning): the SFT model, served, answers a sample of the
+   training questions; its right rollouts are kept and the others become "I don't know" after its
+   own searches (``relabel_wrong``), and SFT goes on from the SFT adapter on those plus the built
+   trajectories. The adapters learn without the prompt's worked example (``few_shot = false``) and
+   are served without it; the base model keeps it (zero-shot it never calls a tool).
 4. Evaluate the "always I don't know" policy (``judge.baseline``), the base model, SFT and
    SFT+GRPO on both test sets (``judge.evaluate``, deterministic judge) through the vLLM server, one
    model at a time, each adapter merged into the base weights (vLLM's CPU build runs LoRA layers
@@ -35,6 +38,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -88,9 +92,15 @@ def prepare_data(home: Path, per_inbox: int, test_per_inbox: int) -> dict[str, P
 
 
 def train(
-    home: Path, data: dict[str, Path], model: str, stages: list[str], overrides: dict[str, dict]
+    home: Path,
+    data: dict[str, Path],
+    model: str,
+    stages: list[str],
+    overrides: dict[str, dict],
+    args: argparse.Namespace,
 ) -> dict:
-    """SFT then GRPO from it; returns the TrainResults as dicts (a finished run is reused).
+    """SFT, then GRPO and/or the self stage from it; returns the TrainResults as dicts (a finished
+    run is reused).
 
     ``overrides`` holds each stage's config values on top of its ``configs/`` file (``--sft-set``...).
     """
@@ -101,10 +111,12 @@ def train(
 
     settings = Settings(home=home, db=data["db"])
     sft_adapter = str(home / "runs" / "sft-bench" / "adapter")
+    self_extra = {"init_adapter": sft_adapter, "source": "qa+teacher", "relabel_wrong": True}
     out = {}
     for stage, cls, file, extra in (
         ("sft", InboxSFTConfig, "sft-cpu.toml", {}),
         ("grpo", InboxGRPOConfig, "grpo-cpu-bench.toml", {"init_adapter": sft_adapter}),
+        ("self", InboxSFTConfig, "sft-cpu.toml", self_extra),
     ):
         result_file = home / "runs" / f"{stage}-bench" / "result.json"
         if result_file.exists():  # trained earlier, here or on another machine (see the docstring)
@@ -119,16 +131,52 @@ def train(
             "base_model": model,
             "inboxes": TRAIN_INBOXES,
         }
+        kind = "sft" if stage == "self" else stage
+        fn = getattr(importlib.import_module(f"train.{kind}"), f"train_{kind}")  # imported stage by stage
         config = load_config(cls, "cpu", ROOT / "configs" / file, values)
-        fn = getattr(
-            importlib.import_module(f"train.{stage}"), f"train_{stage}"
-        )  # imported late: stage by stage
         started = time.monotonic()
-        result = fn(settings, config, name=f"{stage}-bench")
+        if stage == "self":
+            result = _train_self(home, data, model, args, cls, file, values, fn)
+        else:
+            result = fn(settings, config, name=f"{stage}-bench")
         wall_s = time.monotonic() - started
         out[stage] = {**result.to_dict(), "wall_s": wall_s, "device": _device_name(config.resolved_device())}
         (home / "runs" / f"{stage}-bench" / "device.txt").write_text(out[stage]["device"] + "\n")
     return out
+
+
+TEACHER_KEY_ENV = "INBOXRL_BENCH_TEACHER_KEY"
+
+
+def _train_self(
+    home: Path,
+    data: dict[str, Path],
+    model: str,
+    args: argparse.Namespace,
+    cls: type,
+    file: str,
+    values: dict,
+    fn: Any,
+) -> Any:
+    """The self stage: serve the SFT model as the teacher (as it is evaluated: same prompt, turns and
+    concurrency) and train on its own rollouts, relabeled (``train.sft.teacher_examples``)."""
+    from env.model import serve, stop
+    from train.config import load_config
+
+    teacher, served = _model_settings(home, data, model, args, "sft")
+    serve(teacher, model_dir=served)  # sets teacher.api_key to the server's key
+    try:
+        os.environ[TEACHER_KEY_ENV] = teacher.api_key
+        values = {
+            **values,
+            "teacher_model": teacher.model,
+            "teacher_base_url": teacher.base_url,
+            "teacher_api_key_env": TEACHER_KEY_ENV,
+        }
+        config = load_config(cls, "cpu", ROOT / "configs" / file, values)
+        return fn(teacher.model_copy(update={"home": home}), config, name="self-bench")
+    finally:
+        stop(teacher)
 
 
 def _trained_on(run: Path) -> str:
@@ -146,9 +194,9 @@ def _device_name(device: str) -> str:
     return f"CPU, {os.cpu_count()} cores"
 
 
-MODELS = ("always-idk", "base", "sft", "sft+grpo")
+MODELS = ("always-idk", "base", "sft", "sft+grpo", "sft+self")
 SHIPPED_EXAMPLES_FROM = 24  # shipped questions asked of a released model to pick its demo examples
-RUN_OF = {"sft": "sft-bench", "sft+grpo": "grpo-bench"}
+RUN_OF = {"sft": "sft-bench", "sft+grpo": "grpo-bench", "sft+self": "self-bench"}
 TEST_SETS = ("test-llm", "test-template")
 METRICS = (
     ("accuracy", "accuracy"),
@@ -177,26 +225,13 @@ def evaluate_all(
     worked example included. Every model has the same turn budget (``--eval-turns``). A later run
     reuses finished evaluations. Comparisons: every model against ``always-idk`` and against ``base``.
     """
-    from env.config import EMBEDDED_MODEL_NAME, Settings
     from env.model import serve, stop
     from judge.baseline import evaluate_policy
     from judge.compare import compare
     from judge.evaluate import evaluate
     from synth_data.questions import load_questions
-    from train.loading import merge_adapter
-    from train.registry import prompt_settings
 
-    base = Settings(
-        home=home / "servers" / str(args.port),  # one server per port: evaluations can run side by side
-        model=EMBEDDED_MODEL_NAME,
-        db=data["db"],
-        serve_port=args.port,
-        base_url=f"http://127.0.0.1:{args.port}/v1",
-        concurrency=args.concurrency,
-        max_turns=args.eval_turns,
-        max_body_chars=args.max_body_chars,
-        serve_max_model_len=4096,
-    )
+    base, _ = _model_settings(home, data, model_dir, args, "base")
 
     def out(test_set: str, label: str) -> Path:
         return home / "evals" / test_set / label
@@ -210,12 +245,7 @@ def evaluate_all(
                 questions = load_questions(data[test_set])[: args.eval_limit]
                 evaluate_policy(questions, db_path=data["db"], out_dir=out(test_set, label), settings=base)
             continue
-        settings, served = base, Path(model_dir)
-        if label != "base":
-            run = home / "runs" / RUN_OF[label]
-            config = json.loads((run / "train.json").read_text())["config"]
-            served = merge_adapter(run / "adapter", home / "merged" / RUN_OF[label], base_model=model_dir)
-            settings = base.model_copy(update={"model": f"e-{RUN_OF[label]}", **prompt_settings(config)})
+        settings, served = _model_settings(home, data, model_dir, args, label)
         serve(settings, model_dir=served)
         try:
             for test_set in todo:
@@ -238,6 +268,38 @@ def evaluate_all(
                 order = [baseline, *(x for x in done if x != baseline)]
                 comparisons[f"{test_set} vs {baseline}"] = compare([out(test_set, x) for x in order])
     return comparisons
+
+
+def _model_settings(
+    home: Path, data: dict[str, Path], model_dir: str, args: argparse.Namespace, label: str
+) -> tuple[Any, Path]:
+    """Settings to serve and ask model ``label`` (``base`` or a trained one), and the folder to serve.
+
+    Every model gets the same turn budget, concurrency, ``read_email`` cap and context length; a
+    trained one is merged into the base weights (``train.loading.merge_adapter``) and gets the prompt
+    it was trained with (``train.registry.prompt_settings``).
+    """
+    from env.config import EMBEDDED_MODEL_NAME, Settings
+    from train.loading import merge_adapter
+    from train.registry import prompt_settings
+
+    base = Settings(
+        home=home / "servers" / str(args.port),  # one server per port: evaluations can run side by side
+        model=EMBEDDED_MODEL_NAME,
+        db=data["db"],
+        serve_port=args.port,
+        base_url=f"http://127.0.0.1:{args.port}/v1",
+        concurrency=args.concurrency,
+        max_turns=args.eval_turns,
+        max_body_chars=args.max_body_chars,
+        serve_max_model_len=4096,
+    )
+    if label == "base":
+        return base, Path(model_dir)
+    run = home / "runs" / RUN_OF[label]
+    config = json.loads((run / "train.json").read_text())["config"]
+    served = merge_adapter(run / "adapter", home / "merged" / RUN_OF[label], base_model=model_dir)
+    return base.model_copy(update={"model": f"e-{RUN_OF[label]}", **prompt_settings(config)}), served
 
 
 def _ci(test: dict | None) -> str:
@@ -297,7 +359,7 @@ def _train_rows(homes: list[Path]) -> list[str]:
 
     lines = []
     for home in homes:
-        for stage in ("sft", "grpo"):
+        for stage in ("sft", "self", "grpo"):
             folder = home / "runs" / f"{stage}-bench"
             if not (folder / "result.json").exists():
                 continue
@@ -310,7 +372,7 @@ def _train_rows(homes: list[Path]) -> list[str]:
             shape = (
                 f"batch {cfg['batch_size']}x{cfg['gradient_accumulation_steps']}, "
                 f"max_length {cfg['max_length']}"
-                if stage == "sft"
+                if stage in ("sft", "self")
                 else f"{cfg['questions_per_step']} questions x {cfg['num_generations']} rollouts, "
                 f"max_completion_length {cfg['max_completion_length']}, max_turns {cfg['max_turns']}"
             )
@@ -335,11 +397,32 @@ def _eval_minutes(home: Path) -> float:
     return total / 60
 
 
+def _self_lines(result: dict | None) -> list[str]:
+    """What the self stage trained on: the SFT model's rollouts on training questions, kept or relabeled."""
+    if not result:
+        return []
+    data = result.get("data") or {}
+    teacher = data.get("teacher") or {}
+    kept = teacher.get("kept_after_max_length") or {}
+    return [
+        "Self stage (`sft+self`, R-Tuning): the SFT model, served, answered "
+        f"{sum(v for k, v in teacher.items() if k != 'kept_after_max_length')} sampled training questions: "
+        f"{teacher.get('correct', 0)} right (kept), {teacher.get('relabeled', 0)} wrong, unfinished or "
+        'abstaining (kept as its own searches and reads, then "I don\'t know"), '
+        f"{teacher.get('failed_call', 0)} with a failed tool call and {teacher.get('dropped', 0)} others "
+        f"dropped, {teacher.get('infra', 0)} infrastructure failures; {kept.get('correct', 0)} + "
+        f"{kept.get('relabeled', 0)} fit max_length. SFT went on from the SFT adapter for "
+        f"{result.get('steps')} steps on those and the {data.get('examples', 0) - sum(kept.values())} "
+        "trajectories built from the QA pairs.",
+        "",
+    ]
+
+
 def write_report(trained: dict, comparisons: dict, args: argparse.Namespace) -> None:
     from train.metrics import plot_metrics, read_metrics
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stages = [s for s in ("sft", "grpo") if s in trained]
+    stages = [s for s in ("sft", "self", "grpo") if s in trained]
     plots = {
         stage: plot_metrics(
             args.home / "runs" / f"{stage}-bench" / "metrics.jsonl",
@@ -376,6 +459,7 @@ def write_report(trained: dict, comparisons: dict, args: argparse.Namespace) -> 
         "`IDK (unanswerable)` split the two kinds. Differences are paired by question, 95% bootstrap CI "
         "(10,000 resamples) and two-sided p-value.",
         "",
+        *_self_lines(trained.get("self")),
     ]
     for name, comparison in comparisons.items():
         if name.endswith("vs always-idk"):
@@ -440,7 +524,7 @@ def _copy_raw(home: Path, out: Path) -> None:
         target.mkdir(parents=True)
         for name in ("results.jsonl", "summary.json"):
             shutil.copy(summary.parent / name, target / name)
-    for stage in ("sft", "grpo"):
+    for stage in ("sft", "self", "grpo"):
         run = home / "runs" / f"{stage}-bench"
         for name in ("metrics.jsonl", "train.json", "device.txt"):
             if (run / name).exists():
@@ -499,10 +583,38 @@ def release(home: Path, label: str, comparisons: dict, args: argparse.Namespace)
         "eval": scores,
         "example_question_ids": examples,
     }
-    for key in ("questions", "base_model"):
-        info["config"][key] = None  # paths of the machine it was trained on
+    for key in ("questions", "base_model", "init_adapter", "teacher_base_url", "teacher_model"):
+        if key in info["config"]:
+            info["config"][key] = None  # paths and servers of the machine it was trained on
+    info["lineage"] = _lineage(run)
     (target / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
     return target
+
+
+def _lineage(run: Path) -> list[dict]:
+    """The training runs behind ``run``'s adapter, first to last: each run's name, stage, steps and
+    data source, the first one's starting adapter by folder name (e.g. an earlier release)."""
+    chain: list[dict] = []
+    while (run / "result.json").exists():
+        result = json.loads((run / "result.json").read_text())
+        config = json.loads((run / "train.json").read_text())["config"]
+        init = result.get("init_adapter")
+        parent = Path(init).parent if init and Path(init).name == "adapter" else None  # a run's adapter
+        start = None if not init else parent.name if parent else Path(init).name
+        chain.insert(
+            0,
+            {
+                "run": result["name"],
+                "stage": result["stage"],
+                "steps": result["steps"],
+                "source": config.get("source"),
+                "init_adapter": start,
+            },
+        )
+        if parent is None:
+            break
+        run = parent
+    return chain
 
 
 def _answered_correctly(out: Path) -> list[str]:
@@ -532,6 +644,10 @@ def main() -> None:
     parser.add_argument("--grpo-steps", type=int, default=10)
     parser.add_argument("--sft-set", action="append", default=[], help="SFT config KEY=VALUE (repeatable).")
     parser.add_argument("--grpo-set", action="append", default=[], help="GRPO config KEY=VALUE (repeatable).")
+    parser.add_argument("--self-steps", type=int, default=20, help="Steps of the self stage (R-Tuning).")
+    parser.add_argument(
+        "--self-set", action="append", default=[], help="Self-stage SFT config KEY=VALUE (repeatable)."
+    )
     parser.add_argument("--device", default="cpu", help="Train on cpu or cuda (the evaluation needs vLLM).")
     parser.add_argument("--max-body-chars", type=int, default=2000, help="read_email's cap, for every model.")
     parser.add_argument("--eval-turns", type=int, default=4, help="Model turns per evaluation rollout.")
@@ -564,8 +680,9 @@ def main() -> None:
     overrides = {
         "sft": {**shared, "max_steps": args.sft_steps, **parse_overrides(args.sft_set, InboxSFTConfig)},
         "grpo": {**shared, "max_steps": args.grpo_steps, **parse_overrides(args.grpo_set, InboxGRPOConfig)},
+        "self": {**shared, "max_steps": args.self_steps, **parse_overrides(args.self_set, InboxSFTConfig)},
     }
-    trained = {"model": model, **train(args.home, data, model, args.stages.split(","), overrides)}
+    trained = {"model": model, **train(args.home, data, model, args.stages.split(","), overrides, args)}
     labels = tuple(x for x in args.models.split(",") if x)
     comparisons = evaluate_all(args.home, data, model, args, labels)
     if "sft" in trained and comparisons:

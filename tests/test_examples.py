@@ -22,7 +22,8 @@ from streamlit.testing.v1 import AppTest
 
 import app.examples
 from app.examples import EXAMPLE_IDS_KEY, ask_command, example_questions, pick_examples
-from env.config import Settings
+from env.config import EMBEDDED_MODEL_NAME, RELEASED_MODEL_NAME, Settings
+from env.model import released_run
 from synth_data.questions import default_questions_path, load_questions
 from tests.fixtures.model import free_port
 from tests.fixtures.scripted import ScriptedServer
@@ -55,8 +56,9 @@ def register(settings: Settings, name: str, tmp_path: Path, extra: dict) -> None
     path.write_text(json.dumps({**json.loads(path.read_text()), **extra}))
 
 
-def test_default_examples_are_answerable_realistic_and_cover_the_inboxes(home: Path) -> None:
-    examples = example_questions(Settings(), 3)
+def test_examples_without_known_good_ones_are_answerable_realistic_and_cover_the_inboxes(home: Path) -> None:
+    base = Settings(model=EMBEDDED_MODEL_NAME)  # the untrained model has no eval to pick from
+    examples = example_questions(base, 3)
     assert len(examples) == 3
     assert {q.inbox_key for q in examples} == SHIPPED_INBOXES
     shipped = load_questions(default_questions_path())
@@ -64,7 +66,19 @@ def test_default_examples_are_answerable_realistic_and_cover_the_inboxes(home: P
     for q in examples:
         assert q.answer is not None and q.query_date and len(q.question) <= 100
         assert (q.how_realistic or 0) >= realism[len(realism) // 4]  # from the most realistic quarter
-    assert example_questions(Settings(), 3, inboxes=["alice-a"]) == []
+    assert example_questions(base, 3, inboxes=["alice-a"]) == []
+
+
+def test_the_released_agents_examples_are_the_questions_it_answered_right(home: Path) -> None:
+    """The default model is the released agent: its examples are the shipped questions its release
+    eval got right (run.json's ``example_question_ids``), as many as it has, before any other."""
+    assert Settings().model == RELEASED_MODEL_NAME
+    right = released_run()[EXAMPLE_IDS_KEY]
+    assert right, "the released run.json lists no example question it answered right"
+    examples = [q.id for q in example_questions(Settings(), 3)]
+    assert len(examples) == 3
+    assert set(examples[: len(right)]) <= set(right)
+    assert examples[: min(3, len(right))] == [i for i in examples if i in right]
 
 
 def test_the_default_models_known_good_questions_come_first(home: Path, tmp_path: Path) -> None:
@@ -75,7 +89,8 @@ def test_the_default_models_known_good_questions_come_first(home: Path, tmp_path
     register(settings, "grpo-default", tmp_path, {"eval": {EXAMPLE_IDS_KEY: ["grigsby-m-001"]}})
     assert example_questions(settings, 1)[0].id == "grigsby-m-001"
     # another model (the embedded base model) has no such list: the default picks
-    assert example_questions(Settings(), 3) == pick_examples(load_questions(default_questions_path()), 3)
+    base = Settings(model=EMBEDDED_MODEL_NAME)
+    assert example_questions(base, 3) == pick_examples(load_questions(default_questions_path()), 3)
 
 
 def test_doctests() -> None:
@@ -122,7 +137,7 @@ def test_demo_ends_with_example_commands(scripted: ScriptedServer, tmp_path: Pat
         output = "".join(lines)
         assert "InboxRL is ready at" in output, output
         ready = output.index("InboxRL is ready at")
-        expected = [ask_command(q) for q in example_questions(Settings(home=tmp_path), 3)]
+        expected = [ask_command(q) for q in example_questions(scripted.settings(tmp_path), 3)]
         assert [line.strip() for line in lines if line.startswith("  inboxrl ask ")] == expected
         assert all(output.index(command) > ready for command in expected)
         proc.send_signal(signal.SIGINT)

@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from env.hardware import DTYPES, DtypeChoice, choose_dtype, log_choice
-from env.tools import MAX_BODY_CHARS
+from env.tools import MAX_BODY_CHARS, MAX_RESULTS
+
+SFT_SOURCES = ("qa", "teacher", "qa+teacher")
 
 # LoRA on every attention and MLP projection, as ART·E does.
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -72,6 +74,12 @@ class _TrainFields:
     )
     max_body_chars: int = _f(
         MAX_BODY_CHARS, "read_email's cap on a body, in characters (served the same).", "Model and data"
+    )
+    init_adapter: str | None = _f(
+        None,
+        "Start from this LoRA adapter, trainable (a folder or a registered run name: an SFT run for "
+        "GRPO, or an earlier adapter to train further).",
+        "Model and data",
     )
 
     # > LoRA
@@ -227,11 +235,6 @@ class InboxGRPOConfig(_TrainFields):
     vllm_gpu_memory_utilization: float = _f(
         0.35, "Share of GPU memory the colocated vLLM may take.", "Generation backend"
     )
-    init_adapter: str | None = _f(
-        None,
-        "Start from this LoRA adapter (a folder or a registered run name, e.g. an SFT run).",
-        "Model and data",
-    )
 
     def __post_init__(self) -> None:
         self._check_common()
@@ -313,7 +316,8 @@ class InboxSFTConfig(_TrainFields):
     # > Trajectories
     source: str = _f(
         "qa",
-        "qa: build trajectories from the QA pairs; teacher: keep a teacher model's correct ones.",
+        "qa: build trajectories from the QA pairs; teacher: keep a teacher model's correct ones; "
+        "qa+teacher: both.",
         "Trajectories",
     )
     teacher_model: str | None = _f(
@@ -327,6 +331,26 @@ class InboxSFTConfig(_TrainFields):
     teacher_api_key_env: str | None = _f(
         None, "Environment variable holding the teacher's API key (source=teacher).", "Trajectories"
     )
+    teacher_questions: int | None = _f(
+        None,
+        "Run the teacher on a seeded sample of this many training questions (None = all): rollouts "
+        "cost far more than built trajectories.",
+        "Trajectories",
+    )
+    relabel_wrong: bool = _f(
+        False,
+        "Keep the teacher's wrong, unfinished and abstaining rollouts as abstentions: its own searches "
+        'and reads, then "I don\'t know" with no sources (R-Tuning). With the served model as its own '
+        "teacher, the model learns to abstain where it fails instead of imitating answers it cannot find.",
+        "Trajectories",
+    )
+    search_results: int = _f(
+        5,
+        "max_results of the searches in trajectories built from QA pairs (source=qa): fewer results "
+        "make shorter trajectories, so more of them (abstentions with their two searches above all) "
+        "fit max_length, and the model learns to ask for that many.",
+        "Trajectories",
+    )
 
     # > SFT
     learning_rate: float = _f(2e-4, "AdamW learning rate.", "SFT")
@@ -338,8 +362,12 @@ class InboxSFTConfig(_TrainFields):
 
     def __post_init__(self) -> None:
         self._check_common()
-        if self.source not in ("qa", "teacher"):
-            raise ValueError(f"source={self.source!r} is not one of qa, teacher.")
+        if self.source not in SFT_SOURCES:
+            raise ValueError(f"source={self.source!r} is not one of {', '.join(SFT_SOURCES)}.")
+        if self.teacher_questions is not None and self.teacher_questions < 1:
+            raise ValueError(f"teacher_questions={self.teacher_questions}: set None (all) or >= 1.")
+        if not 1 <= self.search_results <= MAX_RESULTS:
+            raise ValueError(f"search_results={self.search_results}: set 1 to {MAX_RESULTS}.")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate={self.learning_rate}: set a positive learning rate.")
         if self.batch_size < 1 or self.gradient_accumulation_steps < 1:

@@ -32,7 +32,7 @@ from env.tools import MAX_BODY_CHARS, InboxTools, ToolError, make_tools
 from synth_data.ground import answer_terms_in, normalize
 from synth_data.questions import Question
 from train.config import InboxSFTConfig
-from train.env import template_messages
+from train.env import FINAL_TOOL, template_messages
 from train.loading import (
     CHECKPOINTS,
     METRICS,
@@ -108,14 +108,20 @@ def _tool_message(index: int, name: str, content: str) -> dict:
 
 
 def qa_trajectory(
-    question: Question, db: Any, *, few_shot: bool = True, max_body_chars: int | None = MAX_BODY_CHARS
+    question: Question,
+    db: Any,
+    *,
+    few_shot: bool = True,
+    max_body_chars: int | None = MAX_BODY_CHARS,
+    search_results: int = 5,
 ) -> list[dict] | None:
     """An OpenAI-format conversation that answers ``question`` with the real tools, or None.
 
     Answerable: ``search_emails`` with keywords that return a cited email, ``read_email`` on the
     cited emails found (up to :data:`MAX_READS`), ``return_final_answer`` with the gold answer and
     the message_ids read. Returns None when no keyword set retrieves a cited email.
-    Unanswerable: one search with the question's words, then "I don't know" with no sources.
+    Unanswerable: a search with the question's words, one retry with others, then "I don't know"
+    with no sources. Every search asks for ``search_results`` emails.
     """
     inbox = get_inbox(db, question.inbox_key)
     tools = make_tools(db, inbox, question.query_date, max_body_chars=max_body_chars)
@@ -132,9 +138,9 @@ def qa_trajectory(
 
     if question.kind == "unanswerable" or not question.answer:
         keywords = question_keywords(question.question, 6) or ["update"]
-        call("search_emails", {"keywords": keywords[:2]})
+        call("search_emails", {"keywords": keywords[:2], "max_results": search_results})
         if keywords[2:4]:  # one retry with other words before giving up
-            call("search_emails", {"keywords": keywords[2:4]})
+            call("search_emails", {"keywords": keywords[2:4], "max_results": search_results})
         messages.append(_assistant_call("return_final_answer", {"answer": I_DONT_KNOW, "sources": []}, step))
         return messages
 
@@ -148,12 +154,12 @@ def qa_trajectory(
         return None
     found: list[str] = []
     for keywords in _candidates(question.question, f"{first['subject']}\n{first['body']}"):
-        hits = tools.search_emails(keywords)
+        hits = tools.search_emails(keywords, max_results=search_results)
         ids = [h["message_id"] for h in hits]
         resolved = resolve_message_ids(db, inbox.id, ids)
         found = [i for i in ids if resolved.get(i) in gold_rows]
         if found:
-            call("search_emails", {"keywords": keywords})
+            call("search_emails", {"keywords": keywords, "max_results": search_results})
             break
     if not found:
         return None
@@ -184,13 +190,20 @@ def _supported(question: Question, shown: list[str]) -> bool:
 
 
 def qa_examples(
-    questions: list[Question], db: Any, *, few_shot: bool = True, max_body_chars: int | None = MAX_BODY_CHARS
+    questions: list[Question],
+    db: Any,
+    *,
+    few_shot: bool = True,
+    max_body_chars: int | None = MAX_BODY_CHARS,
+    search_results: int = 5,
 ) -> tuple[list[dict], list[str]]:
     """SFT examples (``messages`` + serving ``tools``) from QA pairs; also the ids of questions skipped."""
     tools = json.dumps(InboxTools.schemas())
     examples, skipped = [], []
     for q in questions:
-        messages = qa_trajectory(q, db, few_shot=few_shot, max_body_chars=max_body_chars)
+        messages = qa_trajectory(
+            q, db, few_shot=few_shot, max_body_chars=max_body_chars, search_results=search_results
+        )
         if messages is None:
             skipped.append(q.id)
             continue
@@ -204,10 +217,16 @@ def qa_examples(
 
 def teacher_examples(
     settings: Settings, config: InboxSFTConfig, questions: list[Question], *, progress: bool = True
-) -> tuple[list[dict], list[str]]:
-    """Run a teacher model on every question; keep the trajectories the judge marks correct."""
+) -> tuple[list[dict], list[str], dict[str, int]]:
+    """Run a teacher model on the questions (a ``teacher_questions`` sample of them); keep the
+    trajectories the judge marks correct, and with ``relabel_wrong`` the others as abstentions
+    (:func:`abstention_relabel`). A rollout with a failed tool call (malformed arguments, an unknown
+    message_id...) is dropped: training on it would teach the mistake. Returns the examples, the ids
+    of the questions skipped, and how many trajectories were kept (``correct``, ``relabeled``) or
+    dropped (``failed_call``, ``dropped``, ``infra``)."""
+    import random
+
     from env.agent import arun_batch
-    from judge import judge_answer
 
     teacher = settings.model_copy(
         update={
@@ -226,23 +245,88 @@ def teacher_examples(
                 f"teacher_api_key_env={config.teacher_api_key_env} is not set in the environment."
             )
         teacher = teacher.model_copy(update={"api_key": key})
+    if config.teacher_questions is not None and config.teacher_questions < len(questions):
+        questions = random.Random(config.seed).sample(questions, config.teacher_questions)
     trajectories = asyncio.run(
         arun_batch(questions, db=settings.db_path, settings=teacher, progress=progress, description="teacher")
     )
     tools = json.dumps(InboxTools.schemas())
     examples, skipped = [], []
+    counts = dict.fromkeys(("correct", "relabeled", "failed_call", "dropped", "infra"), 0)
     for q, traj in zip(questions, trajectories, strict=True):
-        verdict = judge_answer(
-            q.question, q.answer, traj.answer, traj.sources, q.message_ids, settings=settings
-        )
-        honest = q.answer is None and verdict.verdict == "abstained"
-        if traj.ended == "answered" and (verdict.verdict == "correct" or honest):
-            examples.append(
-                {"question_id": q.id, "messages": template_messages(traj.messages), "tools": tools}
-            )
-        else:
+        messages: list[dict] | None = None
+        failed = any(c.error and not c.error.startswith("not run") for c in traj.tool_calls)
+        if traj.infra_error:
+            counts["infra"] += 1
+        elif failed:
+            counts["failed_call"] += 1
+        elif traj.ended == "answered" and _right(q, traj, settings):
+            messages, kind = traj.messages, "correct"
+        elif config.relabel_wrong and traj.ended in RELABELED_ENDINGS:
+            messages, kind = abstention_relabel(traj.messages), "relabeled"
+        if messages is None:
+            counts["dropped"] += not (traj.infra_error or failed)
             skipped.append(q.id)
-    return examples, skipped
+            continue
+        counts[kind] += 1
+        examples.append(
+            {"question_id": q.id, "messages": template_messages(messages), "tools": tools, "teacher": kind}
+        )
+    return examples, skipped, counts
+
+
+RELABELED_ENDINGS = ("answered", "gave_up", "max_turns")  # not bad_tool_call / model_error: broken turns
+
+
+def _right(question: Question, trajectory: Any, settings: Settings) -> bool:
+    """Whether the judge marks a finished trajectory's answer correct ("I don't know" is correct on
+    an unanswerable question)."""
+    from judge import judge_answer
+
+    verdict = judge_answer(
+        question.question,
+        question.answer,
+        trajectory.answer,
+        trajectory.sources,
+        question.message_ids,
+        settings=settings,
+    )
+    return verdict.verdict == "correct" or (question.answer is None and verdict.verdict == "abstained")
+
+
+def abstention_relabel(messages: list[dict]) -> list[dict] | None:
+    """A rollout's searches and reads, then "I don't know" with no sources in place of how it ended
+    (a wrong answer, a reply without a tool call, or running out of turns).
+
+    Everything from the turn that called ``return_final_answer`` on is replaced, so are trailing
+    assistant turns without tool results. None when no search ran before that point: abstaining
+    without looking is not what to teach.
+
+    >>> call = lambda name, args: {"role": "assistant", "content": "", "tool_calls": [
+    ...     {"id": "c", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}]}
+    >>> convo = [{"role": "user", "content": "q"}, call("search_emails", {"keywords": ["x"]}),
+    ...          {"role": "tool", "tool_call_id": "c", "content": "[]"}, call("return_final_answer",
+    ...          {"answer": "42", "sources": []}), {"role": "tool", "tool_call_id": "c", "content": "{}"}]
+    >>> relabeled = abstention_relabel(convo)
+    >>> len(relabeled), json.loads(relabeled[-1]["tool_calls"][0]["function"]["arguments"])["answer"]
+    (4, "I don't know")
+    >>> abstention_relabel(convo[:1] + convo[3:]) is None
+    True
+    """
+    kept: list[dict] = []
+    for message in messages:
+        names = [c.get("function", {}).get("name") for c in message.get("tool_calls") or []]
+        if message.get("role") == "assistant" and FINAL_TOOL in names:
+            break
+        kept.append(message)
+    while kept and kept[-1].get("role") == "assistant":
+        kept.pop()
+    searched = any(
+        c.get("function", {}).get("name") == "search_emails" for m in kept for c in m.get("tool_calls") or []
+    )
+    if not searched:
+        return None
+    return [*kept, _assistant_call(FINAL_TOOL, {"answer": I_DONT_KNOW, "sources": []}, len(kept))]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -279,6 +363,15 @@ def tokenize_examples(examples: list[dict], tokenizer: Any, max_length: int) -> 
     return rows, kept
 
 
+def _count_teacher(examples: list[dict]) -> dict[str, int]:
+    """Teacher examples by kind (``correct``/``relabeled``) among ``examples``."""
+    counts: dict[str, int] = {}
+    for ex in examples:
+        if "teacher" in ex:
+            counts[ex["teacher"]] = counts.get(ex["teacher"], 0) + 1
+    return counts
+
+
 def train_sft(
     settings: Settings,
     config: InboxSFTConfig,
@@ -304,12 +397,19 @@ def train_sft(
         selected = questions
     selected = with_unanswerables(settings, config, selected)
     db = open_db(settings.db_path)
-    if config.source == "teacher":
-        examples, skipped = teacher_examples(settings, config, selected, progress=progress)
-    else:
+    examples, skipped, teacher = [], [], None
+    if config.source in ("qa", "qa+teacher"):
         examples, skipped = qa_examples(
-            selected, db, few_shot=config.few_shot, max_body_chars=config.max_body_chars
+            selected,
+            db,
+            few_shot=config.few_shot,
+            max_body_chars=config.max_body_chars,
+            search_results=config.search_results,
         )
+    if config.source in ("teacher", "qa+teacher"):
+        taught, not_taught, teacher = teacher_examples(settings, config, selected, progress=progress)
+        examples += taught
+        skipped = sorted(set(skipped) | set(not_taught)) if config.source == "teacher" else skipped
     tokenizer = load_tokenizer(base_model)
     rows, kept = tokenize_examples(examples, tokenizer, config.max_length)
     too_long = len(examples) - len(kept)
@@ -337,7 +437,7 @@ def train_sft(
         stage="sft",
         resume=resume,
         base_model=base_model,
-        init_adapter=None,
+        init_adapter=config.init_adapter,
         questions=path,
         n_questions=len(selected),
         data={
@@ -345,6 +445,7 @@ def train_sft(
             "examples": len(rows),
             "skipped_questions": skipped,
             "too_long": too_long,
+            **({"teacher": {**teacher, "kept_after_max_length": _count_teacher(kept)}} if teacher else {}),
             "inboxes": sorted({q.inbox_key for q in selected}),
         },
     )
