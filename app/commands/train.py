@@ -89,13 +89,23 @@ def sft(
     inbox: Inbox = None,
     max_steps: MaxSteps = None,
     source: Annotated[
-        str | None, typer.Option(help="qa (built from QA pairs) or teacher (distillation).")
+        str | None,
+        typer.Option(help="qa (built from QA pairs), teacher (a teacher's rollouts) or qa+teacher."),
+    ] = None,
+    init_adapter: Annotated[
+        str | None,
+        typer.Option(help="Train this adapter further: a registered run or a folder."),
     ] = None,
     resume: Resume = True,
 ) -> None:
-    """Supervised warm-start (LoRA) on successful trajectories, then register the adapter."""
+    """Supervised fine-tuning (LoRA) on successful trajectories, then register the adapter.
+
+    With ``--source teacher --set relabel_wrong=true`` and the served model as teacher, the model's own
+    wrong rollouts become "I don't know" after its searches (R-Tuning): it learns to abstain where it fails.
+    """
     options = {"questions": str(questions) if questions else None, "inboxes": inbox, "max_steps": max_steps}
-    _train("sft", preset, config, set_, {**options, "source": source}, name=name, resume=resume)
+    options |= {"source": source, "init_adapter": init_adapter}
+    _train("sft", preset, config, set_, options, name=name, resume=resume)
 
 
 @app.command()
