@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from env.markdown import escape_markdown
 from judge.summary import OUTCOMES, outcome_group
 
 COLORS = {"correct": "#2e7d32", "abstained": "#9e9e9e", "incorrect": "#c62828", "no_answer": "#ef6c00"}
@@ -105,8 +106,10 @@ def _infra_note(summary: dict) -> list[str]:
 
 
 def _clip(text: Any, limit: int = 160) -> str:
-    text = " ".join(str(text).split()).replace("|", "\\|")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """Untrusted text (a question, an answer, a reply) for a table cell: one line, at most ``limit``
+    characters before escaping, Markdown shown literally (no links, images or HTML from a model)."""
+    text = " ".join(str(text).split())
+    return escape_markdown(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
 def write_report(out_dir: Path, rows: list[dict], summary: dict, plots: list[str]) -> Path:

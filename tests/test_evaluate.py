@@ -305,3 +305,23 @@ def test_infrastructure_failures_are_retried_left_out_and_completed_by_a_rerun(
     assert summary["accuracy"] == pytest.approx(2 / 3)
     assert load_results(out)[sagewood.id]["infra_error"] is None
     assert "infrastructure reasons" not in (out / "report.md").read_text()
+
+
+def test_the_report_shows_a_hostile_answer_as_text(
+    scripted: ScriptedServer, tmp_path: Path, db_path: Path, questions: list[Question]
+) -> None:
+    """A model's answer is untrusted: in report.md (rendered by any Markdown viewer) it stays the
+    characters it is made of, with no image fetched, no link, no HTML and no broken table."""
+    from markdown_it import MarkdownIt
+
+    hostile = "![t](http://e.vil/t.png) [click](http://e.vil) <img src=x> **$5** | col"
+    scripted.queue(answer(hostile))
+    out = tmp_path / "run"
+    evaluate(questions, db_path=db_path, out_dir=out, settings=settings_for(scripted, tmp_path), limit=1,
+             progress=False)  # fmt: skip
+    report = (out / "report.md").read_text()
+    rendered = MarkdownIt("commonmark").enable(["table"]).render(report)
+    examples = rendered[rendered.index("Examples") :]
+    assert "e.vil" in examples and not any(tag in examples for tag in ("<img", "<a ", "<strong>"))
+    row = next(line for line in examples.split("<tr>") if "e.vil" in line)
+    assert row.count("<td>") == 5  # the answer's "|" did not split its cell

@@ -8,17 +8,16 @@ wherever Streamlit reads Markdown (labels, captions, alerts, ``st.markdown``) th
 from __future__ import annotations
 
 import json
-import string
 from typing import Any
 
 import sqlite_utils
 import streamlit as st
 
 from app.ui.data import read_email
+from env.markdown import escape_markdown
 from judge.abstain import is_abstention
 
 OPEN_EMAIL = "open_email"  # session_state key: {"scope": ..., "inbox": ..., "message_id": ...}
-_MARKDOWN_ESCAPES = str.maketrans({c: "\\" + c for c in string.punctuation})
 
 
 def parse_json(text: Any) -> Any:
@@ -99,19 +98,6 @@ def render_email(email: dict[str, Any] | None, message_id: str, *, key: str) -> 
         if st.button("Close email", key=f"{key}-close", icon=":material/close:"):
             st.session_state.pop(OPEN_EMAIL, None)
             st.rerun()
-
-
-def escape_markdown(text: str) -> str:
-    r"""``text`` as literal Markdown: a backslash before every ASCII punctuation character.
-
-    CommonMark (and Streamlit's ``:color[...]``, ``:material/...:`` and ``$math$``) reads any escaped
-    punctuation as itself, so links, images, emphasis, headings, tables, HTML and directives all show
-    as the characters they are made of.
-
-    >>> print(escape_markdown("![x](http://e.vil) **hi** :red[no]"))
-    \!\[x\]\(http\:\/\/e\.vil\) \*\*hi\*\* \:red\[no\]
-    """
-    return text.translate(_MARKDOWN_ESCAPES)
 
 
 def render_trajectory(
