@@ -405,7 +405,7 @@ async def _complete(
                 model=settings.model,
                 messages=messages,
                 tools=schemas,
-                tool_choice="auto",
+                tool_choice=settings.tool_choice,
                 temperature=settings.temperature,
                 max_tokens=max_tokens,
                 timeout=settings.timeout_s,

@@ -20,6 +20,7 @@ import logging
 import os
 import tomllib
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
@@ -84,6 +85,12 @@ class Settings(BaseSettings):
     max_body_chars: int = Field(
         MAX_BODY_CHARS,
         description="read_email shows at most this many characters of a body.",
+    )
+    tool_choice: Literal["auto", "required"] = Field(
+        "auto",
+        description="auto: the model may reply without a tool (that ends the rollout as gave_up); "
+        "required: the server constrains every turn to a tool call (vLLM structured decoding), for "
+        "models that answer in prose instead of calling return_final_answer.",
     )
 
     # > The judge's endpoint. judge_model=None means the deterministic judge (no LLM).

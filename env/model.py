@@ -176,9 +176,17 @@ def prompt_settings(config: dict) -> dict:
     return {k: config[k] for k in PROMPT_FIELDS if k in config}
 
 
+# The opt-in instruct models, untrained: with the worked example they copy its keywords, and
+# without a constraint they often answer in prose instead of calling return_final_answer.
+PARTED_AGENT_SETTINGS = {"few_shot": False, "tool_choice": "required"}
+
+
 def model_prompt_settings(name: str) -> dict:
-    """The agent settings (``few_shot``, ``max_body_chars``) model ``name`` was trained with: the
-    released model's, from its ``run.json``; ``{}`` for other models (the defaults apply)."""
+    """The agent settings model ``name`` runs best with: the released model's (``few_shot``,
+    ``max_body_chars`` it was trained with, from its ``run.json``); for the opt-in parted models
+    :data:`PARTED_AGENT_SETTINGS`; ``{}`` for other models (the defaults apply)."""
+    if name in PARTED_MODELS:
+        return dict(PARTED_AGENT_SETTINGS)
     if name != RELEASED_MODEL_NAME:
         return {}
     return prompt_settings(released_run().get("config", {}))

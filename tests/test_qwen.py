@@ -1,0 +1,59 @@
+"""The opt-in Qwen2.5-Coder-1.5B-Instruct for real: prepared from its PyPI parts (joined file checked
+by SHA-256, converted once per machine into tests/.cache), served by the vLLM CPU server, and asked
+untrained (zero-shot) questions about the default inbox through the agent loop.
+
+Its agent settings come from ``env.model.model_prompt_settings``: no worked example and
+``tool_choice="required"`` (vLLM's structured decoding makes every turn a tool call; unconstrained,
+the model often answers in prose and the rollout ends without a final answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from env.agent import arun_batch
+from env.config import Settings
+from env.db import get_inbox, open_db
+from env.model import PARTED_MODELS, PREPARED_MARKER, prepare_model, serve, stop
+from synth_data.generate import SynthConfig, generate
+from tests.fixtures.model import CACHE_DIR, free_port, server_settings
+from train.registry import agent_settings
+
+pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.timeout(1800)]
+
+QWEN = "qwen2.5-coder-1.5b"
+EVERY_TOOL = {"search_emails", "read_email", "return_final_answer"}
+
+
+def test_qwen_1_5b_zero_shot_rollouts_call_every_tool_through_the_real_server(
+    default_db_path: Path, tmp_path: Path
+) -> None:
+    folder = prepare_model(Settings(home=CACHE_DIR / "home"), QWEN, progress=False)
+    assert json.loads((folder / PREPARED_MARKER).read_text())["sha256"] == PARTED_MODELS[QWEN].sha256
+
+    db = open_db(default_db_path)
+    config = SynthConfig(n=12, generator="template")
+    questions, _ = generate(db, get_inbox(db, "allen-p"), config, progress=False)
+    server = server_settings(tmp_path / "home", free_port(), model=QWEN)
+    serve(server, model_dir=folder, progress=False)
+    try:
+        update = {"db": default_db_path, "max_turns": 4, "concurrency": len(questions), "timeout_s": 600.0}
+        settings = agent_settings(server.model_copy(update=update), QWEN)
+        assert (settings.few_shot, settings.tool_choice) == (False, "required")
+        trajectories = asyncio.run(arun_batch(questions, db=db, settings=settings, progress=False))
+    finally:
+        stop(server)
+
+    assert not [t.error for t in trajectories if t.infra_error]
+    # every turn was a tool call the server parsed, never prose
+    assert all(t.ended != "gave_up" and t.recovered_calls == 0 for t in trajectories)
+
+    def called(t: object) -> set[str]:  # tools called without error
+        return {c.name for c in t.tool_calls if c.error is None}
+
+    full = [t for t in trajectories if t.ended == "answered" and called(t) >= EVERY_TOOL]
+    assert full, [(t.ended, [(c.name, c.error) for c in t.tool_calls]) for t in trajectories]
