@@ -194,7 +194,7 @@ def _device_name(device: str) -> str:
     return f"CPU, {os.cpu_count()} cores"
 
 
-MODELS = ("always-idk", "base", "sft", "sft+grpo", "sft+self")
+MODELS = ("always-idk", "base", "previous", "sft", "sft+grpo", "sft+self")
 SHIPPED_EXAMPLES_FROM = 24  # shipped questions asked of a released model to pick its demo examples
 RUN_OF = {"sft": "sft-bench", "sft+grpo": "grpo-bench", "sft+self": "self-bench"}
 TEST_SETS = ("test-llm", "test-template")
@@ -244,6 +244,12 @@ def evaluate_all(
             for test_set in todo:
                 questions = load_questions(data[test_set])[: args.eval_limit]
                 evaluate_policy(questions, db_path=data["db"], out_dir=out(test_set, label), settings=base)
+            continue
+        if label == "previous":  # the released adapter's evaluation in an earlier bench home, as it was
+            if args.previous_home is None:
+                raise SystemExit("The 'previous' row needs --previous-home (an earlier bench home).")
+            for test_set in todo:
+                shutil.copytree(args.previous_home / "evals" / test_set / "sft", out(test_set, label))
             continue
         settings, served = _model_settings(home, data, model_dir, args, label)
         serve(settings, model_dir=served)
@@ -460,6 +466,15 @@ def write_report(trained: dict, comparisons: dict, args: argparse.Namespace) -> 
         "(10,000 resamples) and two-sided p-value.",
         "",
         *_self_lines(trained.get("self")),
+        *(
+            [
+                "`previous` is the adapter released before this run, its evaluation copied from "
+                f"`{args.previous_home}` (same test sets, judge and turn budget).",
+                "",
+            ]
+            if "previous" in labels
+            else []
+        ),
     ]
     for name, comparison in comparisons.items():
         if name.endswith("vs always-idk"):
@@ -661,7 +676,17 @@ def main() -> None:
         default=[],
         help="Another bench home whose training runs join the step-time table (repeatable).",
     )
-    parser.add_argument("--models", default=",".join(MODELS), help="Models to evaluate (comma-separated).")
+    parser.add_argument(
+        "--models",
+        default=",".join(x for x in MODELS if x != "previous"),
+        help="Models to evaluate (comma-separated); 'previous' is --previous-home's SFT row.",
+    )
+    parser.add_argument(
+        "--previous-home",
+        type=Path,
+        default=None,
+        help="An earlier bench home whose SFT evaluation (the adapter released then) joins as 'previous'.",
+    )
     parser.add_argument("--concurrency", type=int, default=4, help="Rollouts in flight per evaluation.")
     parser.add_argument("--stages", default="sft,grpo", help="Training stages to run (comma-separated).")
     parser.add_argument(
