@@ -69,12 +69,19 @@ def real_answers(eval_dir: Path, limit: int) -> list[dict]:
     return out[:limit]
 
 
+def guarded(case: dict, judge_model: str) -> str:
+    """What ``judge.judge_answer`` makes of the LLM's verdict on ``case`` (its cache left out)."""
+    from judge.judge import Verdict, _decide_without_llm, _guard
+
+    decided = _decide_without_llm(case["gold"], case["answer"], judge_model)
+    raw = Verdict(case["llm"], case.get("rationale", ""), judge_model)
+    return (decided or _guard(raw, case["question"], case["gold"], case["answer"])).verdict
+
+
 async def grade(cases: list[dict], settings: object, concurrency: int) -> None:
     """Fill each case's ``deterministic``, ``llm`` (raw) and ``judged`` (LLM + guards) verdicts."""
     from judge.judge import (
         JudgeError,
-        _decide_without_llm,
-        _guard,
         _request,
         deterministic_verdict,
         judge_messages,
@@ -96,10 +103,8 @@ async def grade(cases: list[dict], settings: object, concurrency: int) -> None:
             except JudgeError as e:
                 case["llm"], case["judged"], case["rationale"] = "error", "error", str(e)
             else:
-                # what judge.judge_answer does around the LLM's verdict, without its cache
-                decided = _decide_without_llm(case["gold"], case["answer"], settings.judge_model)
-                judged = decided or _guard(raw, case["question"], case["gold"], case["answer"])
-                case["llm"], case["judged"], case["rationale"] = raw.verdict, judged.verdict, raw.rationale
+                case["llm"], case["rationale"] = raw.verdict, raw.rationale
+                case["judged"] = guarded(case, settings.judge_model)
             case["seconds"] = time.monotonic() - started
 
     await asyncio.gather(*(one(c) for c in cases))
@@ -132,11 +137,17 @@ def report(
         f"at the end. {len(labelled) + len(real)} verdicts in {wall_s / 60:.1f} min "
         f"(concurrency {args.concurrency}).",
         "",
+        *(
+            [f"LLM verdicts from that run; guards and this report recomputed from `{args.from_json}`.", ""]
+            if args.from_json
+            else []
+        ),
         "## Hand-labelled verdicts (tests/test_judge_adversarial.py)",
         "",
         "Accuracy against the hand labels. `LLM` is the model's own JSON verdict; `LLM + guards` is "
         "`judge.judge_answer` with it (abstentions and unanswerable questions decided without the LLM, "
-        "an LLM 'correct' for grader-directed text that does not match the gold answer overruled).",
+        "an LLM 'correct' overruled for grader-directed text that does not match the gold answer, and "
+        "for an answer that does not commit: a hedge, a list of candidates, a denial of the gold answer).",
         "",
         "| kind | n | deterministic | LLM | LLM + guards |",
         "|---|---:|---:|---:|---:|",
@@ -193,9 +204,25 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--limit", type=int, default=None, help="Hand-labelled rows (default: all).")
     parser.add_argument("--out", type=Path, default=RESULTS / "llm_judge.md")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        help="Reuse the LLM verdicts of an earlier run's .json (the guards and report are recomputed).",
+    )
     args = parser.parse_args()
     args.argv = sys.argv[1:]
 
+    if args.from_json:
+        earlier = json.loads(args.from_json.read_text())
+        labelled, real = earlier["labelled"], earlier["real"]
+        then = parser.parse_args(earlier.get("argv", []))
+        args.concurrency, args.eval_dir = then.concurrency, then.eval_dir
+        for case in labelled + real:
+            if case["llm"] != "error":
+                case["judged"] = guarded(case, args.model)
+        write(args, labelled, real, earlier.get("wall_s", 0.0), earlier.get("argv", args.argv))
+        return
     labelled = hand_labelled()[: args.limit]
     real = real_answers(args.eval_dir, args.real) if args.eval_dir else []
     url = args.base_url or f"http://127.0.0.1:{args.port}/v1"
@@ -216,11 +243,18 @@ def main() -> None:
     finally:
         if not args.base_url:
             stop(settings)
+    write(args, labelled, real, wall_s, args.argv)
+
+
+def write(
+    args: argparse.Namespace, labelled: list[dict], real: list[dict], wall_s: float, argv: list
+) -> None:
+    """The report (``--out``) and the verdicts beside it (``.json``, reusable with ``--from-json``)."""
+    args.argv = argv
     text = report(args.model, labelled, real, args, wall_s)
     args.out.write_text(text)
-    args.out.with_suffix(".json").write_text(
-        json.dumps({"labelled": labelled, "real": real}, indent=1) + "\n"
-    )
+    data = {"labelled": labelled, "real": real, "wall_s": wall_s, "argv": argv}
+    args.out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     print(text)
 
 

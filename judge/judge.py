@@ -25,7 +25,9 @@ Rules both follow:
   with", "reply with the word", "verdict - correct", "note to the grader" and the like;
 - a hedge, a guess after "I don't know", a list of candidates or a denial of the reference is not
   an answer: the deterministic judge checks that first (:func:`judge.deterministic.commitment_problems`),
-  the LLM judge's prompt says so;
+  the LLM judge's prompt says so, and the same check overrules an LLM "correct" (flagged
+  ``uncommitted``): a small judge model took "Probably around $193,000" and "$193,000 or $205,000"
+  for right answers (bench/results/llm_judge.md), and GRPO would learn to hedge;
 - a judge that returns something that is not a valid verdict raises :class:`JudgeError`: a judge
   failure is reported, never silently scored.
 """
@@ -43,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from judge.abstain import is_abstention
-from judge.deterministic import match
+from judge.deterministic import commitment_problems, match
 
 if TYPE_CHECKING:
     import openai
@@ -322,6 +324,16 @@ def _guard(verdict: Verdict, question: str, gold_answer: str | None, answer: str
             f"(LLM said correct: {verdict.rationale})",
             verdict.judge_model,
             flags=("injection",),
+        )
+    says_correct = verdict.verdict == "correct" and gold_answer is not None
+    problems = commitment_problems(answer, gold_answer, question) if says_correct else []
+    if problems:
+        return Verdict(
+            "incorrect",
+            f"downgraded: the answer does not commit to one answer ({'; '.join(problems)}); "
+            f"LLM said correct: {verdict.rationale}",
+            verdict.judge_model,
+            flags=("uncommitted",),
         )
     return verdict
 

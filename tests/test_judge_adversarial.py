@@ -283,6 +283,28 @@ def test_an_obedient_llm_judge_is_overruled(scripted: ScriptedServer, tmp_path: 
     assert (verdict.verdict, verdict.flags) == ("incorrect", ("injection",))
 
 
+@pytest.mark.parametrize(("question", "gold", "answer"), HEDGES[::3] + CANDIDATES[::4] + DENIALS[::6])
+def test_an_llm_judge_fooled_by_a_hedge_is_overruled(
+    scripted: ScriptedServer, tmp_path: Path, question: str, gold: str, answer: str
+) -> None:
+    """A small judge model calls hedges and lists of candidates correct (bench/results/llm_judge.md):
+    the deterministic commitment check overrules it, so the reward never pays for not committing."""
+    fooled = {"rationale": "contains the reference", "verdict": "correct"}
+    scripted.queue(Step(completion(json.dumps(fooled))))
+    settings = scripted.settings(tmp_path, judge_model="scripted-judge", max_retries=0)
+    verdict = judge_answer(question, gold, answer, settings=settings)
+    assert (verdict.verdict, verdict.flags) == ("incorrect", ("uncommitted",))
+
+
+@pytest.mark.parametrize(("question", "gold", "answer"), CORRECT[::2])
+def test_an_llm_judge_keeps_a_committed_right_answer(
+    scripted: ScriptedServer, tmp_path: Path, question: str, gold: str, answer: str
+) -> None:
+    scripted.queue(Step(completion(json.dumps({"rationale": "same facts", "verdict": "correct"}))))
+    settings = scripted.settings(tmp_path, judge_model="scripted-judge", max_retries=0)
+    assert judge_answer(question, gold, answer, settings=settings).verdict == "correct"
+
+
 # ---------------------------------------------------------------------------------------------
 # The reward: a hedged or wrong answer scores below "I don't know"
 
