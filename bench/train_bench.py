@@ -159,24 +159,29 @@ def _train_self(
     fn: Any,
 ) -> Any:
     """The self stage: serve the SFT model as the teacher (as it is evaluated: same prompt, turns and
-    concurrency) and train on its own rollouts, relabeled (``train.sft.teacher_examples``)."""
+    concurrency) while its rollouts are collected and relabeled (``train.sft.sft_data``), then train
+    on them with the server stopped."""
     from env.model import serve, stop
     from train.config import load_config
+    from train.sft import sft_data
 
     teacher, served = _model_settings(home, data, model, args, "sft")
-    serve(teacher, model_dir=served)  # sets teacher.api_key to the server's key
-    try:
-        os.environ[TEACHER_KEY_ENV] = teacher.api_key
-        values = {
-            **values,
-            "teacher_model": teacher.model,
-            "teacher_base_url": teacher.base_url,
-            "teacher_api_key_env": TEACHER_KEY_ENV,
-        }
-        config = load_config(cls, "cpu", ROOT / "configs" / file, values)
-        return fn(teacher.model_copy(update={"home": home}), config, name="self-bench")
-    finally:
-        stop(teacher)
+    values = {
+        **values,
+        "teacher_model": teacher.model,
+        "teacher_base_url": teacher.base_url,
+        "teacher_api_key_env": TEACHER_KEY_ENV,
+    }
+    config = load_config(cls, "cpu", ROOT / "configs" / file, values)
+    settings = teacher.model_copy(update={"home": home})
+    if not (home / "runs" / "self-bench" / "sft_data.json").exists():  # else a resumed run reads it back
+        serve(teacher, model_dir=served)  # sets teacher.api_key to the server's key
+        try:
+            os.environ[TEACHER_KEY_ENV] = teacher.api_key
+            sft_data(settings, config, "self-bench")
+        finally:
+            stop(teacher)  # not beside the training: it holds GBs and spins on the CPU
+    return fn(settings, config, name="self-bench")
 
 
 def _trained_on(run: Path) -> str:

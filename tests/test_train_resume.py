@@ -60,6 +60,8 @@ def test_killed_run_resumes_from_its_last_checkpoint(
     assert proc.returncode == -signal.SIGKILL
     assert not (run / "adapter").exists()
     before = read_metrics(run / "metrics.jsonl")
+    data = run / "sft_data.jsonl"
+    built = data.stat().st_mtime_ns
 
     done = subprocess.run(
         _command(tmp_path, embedded_model_dir),
@@ -72,6 +74,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((run / "result.json").read_text())
     assert result["resumed_from"] is not None and result["steps"] == 3
+    # the resumed run trained on the examples the killed one built (a teacher is not asked again)
+    assert data.stat().st_mtime_ns == built
+    assert result["data"]["examples"] == len(data.read_text().splitlines()) > 0
     resumed_step = int(result["resumed_from"].rsplit("-", 1)[1])
     assert resumed_step >= 1
     assert (run / "adapter" / "adapter_config.json").is_file() and (run / "run.json").is_file()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from env.config import Settings
@@ -46,7 +47,7 @@ from train.loading import (
     with_unanswerables,
 )
 from train.metrics import make_callback
-from train.registry import new_run_name
+from train.registry import new_run_name, run_dir
 
 MAX_READS = 2  # cited emails a built trajectory reads before answering
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9$#.'/-]*[A-Za-z0-9]|[A-Za-z0-9]")
@@ -372,26 +373,32 @@ def _count_teacher(examples: list[dict]) -> dict[str, int]:
     return counts
 
 
-def train_sft(
+SFT_DATA = "sft_data.jsonl"  # the examples a run trains on (after max_length)
+SFT_DATA_INFO = "sft_data.json"  # what they are: the ``data`` of result.json
+
+
+def sft_data(
     settings: Settings,
     config: InboxSFTConfig,
+    name: str,
     *,
-    name: str | None = None,
     resume: bool = True,
     progress: bool = True,
     questions: list[Question] | None = None,
-) -> TrainResult:
-    """Build trajectories, fine-tune a LoRA on them, save it to ``<runs_dir>/<name>/adapter``.
+) -> tuple[list[dict], dict[str, Any]]:
+    """The examples run ``name`` trains on, and what they are (``data`` of its result.json).
 
-    :param questions: use these instead of ``config.questions`` (retrain passes its train split).
+    Built (qa trajectories, teacher rollouts) and saved in the run folder; a resumed run reads them
+    back, so an interrupted run does not roll its teacher out again and trains on the same data.
+    Call it before :func:`train_sft` to run a teacher server only while it is needed.
     """
-    from datasets import Dataset
-    from trl import SFTTrainer
+    from train.registry import write_json_atomic
 
-    device = config.resolved_device()
-    name = name or new_run_name(settings, "sft")
     folder = prepare_run_dir(settings, name, "sft", config, resume=resume)
-    base_model = base_model_path(settings, config)
+    data_file, info_file = folder / SFT_DATA, folder / SFT_DATA_INFO
+    if resume and data_file.is_file() and info_file.is_file():
+        examples = [json.loads(line) for line in data_file.read_text(encoding="utf-8").splitlines() if line]
+        return examples, json.loads(info_file.read_text(encoding="utf-8"))
     path, selected = training_questions(settings, config)
     if questions is not None:
         selected = questions
@@ -410,7 +417,7 @@ def train_sft(
         taught, not_taught, teacher = teacher_examples(settings, config, selected, progress=progress)
         examples += taught
         skipped = sorted(set(skipped) | set(not_taught)) if config.source == "teacher" else skipped
-    tokenizer = load_tokenizer(base_model)
+    tokenizer = load_tokenizer(base_model_path(settings, config))
     rows, kept = tokenize_examples(examples, tokenizer, config.max_length)
     too_long = len(examples) - len(kept)
     if not rows:
@@ -418,9 +425,48 @@ def train_sft(
             f"No SFT trajectories from {len(selected)} questions ({len(skipped)} had no usable trajectory, "
             f"{too_long} longer than max_length={config.max_length}). Raise max_length or add questions."
         )
-    with (folder / "sft_data.jsonl").open("w", encoding="utf-8") as f:
+    info = {
+        "questions": str(path),
+        "n_questions": len(selected),
+        "source": config.source,
+        "examples": len(rows),
+        "skipped_questions": skipped,
+        "too_long": too_long,
+        **({"teacher": {**teacher, "kept_after_max_length": _count_teacher(kept)}} if teacher else {}),
+        "inboxes": sorted({q.inbox_key for q in selected}),
+    }
+    tmp = data_file.with_suffix(".jsonl.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
         f.writelines(json.dumps(ex, ensure_ascii=False) + "\n" for ex in kept)
+    tmp.replace(data_file)
+    write_json_atomic(info_file, info)
+    return kept, info
 
+
+def train_sft(
+    settings: Settings,
+    config: InboxSFTConfig,
+    *,
+    name: str | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    questions: list[Question] | None = None,
+) -> TrainResult:
+    """Build trajectories (:func:`sft_data`), fine-tune a LoRA on them, save it to
+    ``<runs_dir>/<name>/adapter``.
+
+    :param questions: use these instead of ``config.questions`` (retrain passes its train split).
+    """
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    device = config.resolved_device()
+    name = name or new_run_name(settings, "sft")
+    examples, info = sft_data(settings, config, name, resume=resume, progress=progress, questions=questions)
+    folder = run_dir(settings, name)
+    base_model = base_model_path(settings, config)
+    tokenizer = load_tokenizer(base_model)
+    rows, _ = tokenize_examples(examples, tokenizer, config.max_length)
     model, peft_config = load_policy(settings, config, base_model, device)
     trainer = SFTTrainer(
         model=model,
@@ -430,6 +476,7 @@ def train_sft(
         peft_config=peft_config,
         callbacks=[make_callback(folder / METRICS, stage="sft")],
     )
+    data = {k: v for k, v in info.items() if k not in ("questions", "n_questions")}
     return train_and_save(
         trainer,
         folder,
@@ -438,14 +485,7 @@ def train_sft(
         resume=resume,
         base_model=base_model,
         init_adapter=config.init_adapter,
-        questions=path,
-        n_questions=len(selected),
-        data={
-            "source": config.source,
-            "examples": len(rows),
-            "skipped_questions": skipped,
-            "too_long": too_long,
-            **({"teacher": {**teacher, "kept_after_max_length": _count_teacher(kept)}} if teacher else {}),
-            "inboxes": sorted({q.inbox_key for q in selected}),
-        },
+        questions=Path(info["questions"]),
+        n_questions=info["n_questions"],
+        data=data,
     )
