@@ -274,7 +274,7 @@ def evaluate_all(
     done = [x for x in labels if all((out(s, x) / "summary.json").exists() for s in test_sets)]
     comparisons = {}
     for test_set in test_sets:
-        for baseline in ("always-idk", "base"):
+        for baseline in ("always-idk", "base", "previous"):
             if baseline in done and len(done) > 1:
                 order = [baseline, *(x for x in done if x != baseline)]
                 comparisons[f"{test_set} vs {baseline}"] = compare([out(test_set, x) for x in order])
