@@ -200,7 +200,7 @@ def _device_name(device: str) -> str:
 
 
 MODELS = ("always-idk", "base", "previous", "sft", "sft+grpo", "sft+self")
-SHIPPED_EXAMPLES_FROM = 24  # shipped questions asked of a released model to pick its demo examples
+SHIPPED_EXAMPLES_FROM = 82  # shipped questions asked of a released model to pick its demo examples (all)
 RUN_OF = {"sft": "sft-bench", "sft+grpo": "grpo-bench", "sft+self": "self-bench"}
 TEST_SETS = ("test-llm", "test-template")
 METRICS = (

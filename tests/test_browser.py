@@ -196,18 +196,14 @@ def test_an_example_question_fills_the_chat_input_and_sets_inbox_and_date(
     assert example.query_date in json.dumps(request["messages"])
 
 
-def test_the_released_agent_answers_an_example_with_its_source(app_url: str) -> None:
-    """The default model, asked a default-inbox question it answered right in its release evaluation
-    (its first ``example_question_ids`` about the inbox the app opens on), shows the right answer and
-    the email behind it."""
+def test_the_released_agent_answers_an_example_with_its_source(app_url: str, vllm_server: Settings) -> None:
+    """A newcomer clicks the app's first example, a shipped question the default model answered right
+    in its release evaluation (``example_question_ids``), and sends it: the answer is right and the
+    email behind it opens."""
     from playwright.sync_api import expect, sync_playwright
 
-    from synth_data.questions import default_questions_path, load_questions
-
-    right = released_run()["example_question_ids"]
-    # the app opens on the first inbox: ask the first question about it the release eval got right
-    shipped = load_questions(default_questions_path())
-    example = next(q for q in shipped if q.id in right and q.mailbox == "allen-p")
+    example = example_questions(vllm_server, 3)[0]
+    assert example.id in released_run()["example_question_ids"] and example.answer is not None
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -215,7 +211,10 @@ def test_the_released_agent_answers_an_example_with_its_source(app_url: str) -> 
             page.goto(app_url)
             box = page.get_by_test_id("stChatInputTextArea")
             expect(box).to_be_enabled(timeout=60_000)
-            box.fill(example.question)
+            button = page.locator(".st-key-example-0 button")
+            expect(button).to_contain_text(example.question, timeout=60_000)
+            button.click()
+            expect(box).to_have_value(example.question, timeout=30_000)
             box.press("Enter")
             turn = page.get_by_test_id("stChatMessage").nth(1)
             expect(turn.get_by_text("· trace ")).to_be_visible(timeout=600_000)
