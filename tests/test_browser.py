@@ -16,10 +16,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 from app.examples import example_questions
 from env.config import Settings
@@ -102,52 +107,61 @@ def serve_app(settings: Settings, default_db_path: Path, tmp_path: Path) -> Iter
         proc.wait(timeout=20)
 
 
-def test_ask_see_tool_calls_and_open_an_email(app_url: str) -> None:
-    from playwright.sync_api import expect, sync_playwright
+@contextmanager
+def open_page(url: str) -> Iterator[Page]:
+    """A page of headless Chromium at ``url`` (1400x1100), closed with its browser afterwards."""
+    from playwright.sync_api import sync_playwright
 
-    ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(app_url)
-            box = page.get_by_test_id("stChatInputTextArea")
-            expect(box).to_be_enabled(timeout=60_000)
-            box.fill(QUESTION)
-            box.press("Enter")
-
-            # live: each tool call shows up while the agent is still working
-            turn = page.get_by_test_id("stChatMessage").nth(1)
-            tool_icon = turn.get_by_role("img", name="build icon").first
-            expect(tool_icon).to_be_visible(timeout=180_000)
-            assert turn.get_by_text("· trace ").count() == 0, "no tool call was shown before the turn ended"
-            page.screenshot(path=str(ARTIFACTS / "browser-live.png"), full_page=True)
-            # finished: the turn's caption names its trace, the status counts the tool calls
-            expect(turn.get_by_text("· trace ")).to_be_visible(timeout=600_000)
-            status = turn.get_by_test_id("stExpander").first
-            expect(status.locator("summary").first).to_contain_text(re.compile(r"\d+ tool calls?"))
-            answered = turn.get_by_test_id("stMarkdown").count() > 0
-            no_answer = turn.get_by_text("The agent did not find an answer.").count() > 0
-            assert answered or no_answer
-
-            # open an email: a cited source if the model cited one that exists, else one a search returned
-            sources = page.locator("[class*='st-key-t0-s'] button")
-            if sources.count():
-                sources.first.click()
-                expect(turn.get_by_role("button", name="Close email")).to_be_visible(timeout=30_000)
-            if not sources.count() or turn.get_by_text("is not in this inbox").count():
-                if sources.count():  # a made-up Message-ID: the page says so; open a real email instead
-                    turn.get_by_role("button", name="Close email").click()
-                status.locator("summary").first.click()
-                result = page.locator("[class*='st-key-t0-c'][class*='-r0'] button").first
-                call = turn.get_by_test_id("stExpander").filter(has=result).last
-                call.locator("summary").click()
-                result.click()
-            expect(turn.get_by_role("button", name="Close email")).to_be_visible(timeout=30_000)
-            expect(turn.get_by_text("From:", exact=False).first).to_be_visible()
-            page.screenshot(path=str(ARTIFACTS / "browser-chat.png"), full_page=True)
+            page.goto(url)
+            yield page
         finally:
             browser.close()
+
+
+def test_ask_see_tool_calls_and_open_an_email(app_url: str) -> None:
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with open_page(app_url) as page:
+        box = page.get_by_test_id("stChatInputTextArea")
+        expect(box).to_be_enabled(timeout=60_000)
+        box.fill(QUESTION)
+        box.press("Enter")
+
+        # live: each tool call shows up while the agent is still working
+        turn = page.get_by_test_id("stChatMessage").nth(1)
+        tool_icon = turn.get_by_role("img", name="build icon").first
+        expect(tool_icon).to_be_visible(timeout=180_000)
+        assert turn.get_by_text("· trace ").count() == 0, "no tool call was shown before the turn ended"
+        page.screenshot(path=str(ARTIFACTS / "browser-live.png"), full_page=True)
+        # finished: the turn's caption names its trace, the status counts the tool calls
+        expect(turn.get_by_text("· trace ")).to_be_visible(timeout=600_000)
+        status = turn.get_by_test_id("stExpander").first
+        expect(status.locator("summary").first).to_contain_text(re.compile(r"\d+ tool calls?"))
+        answered = turn.get_by_test_id("stMarkdown").count() > 0
+        no_answer = turn.get_by_text("The agent did not find an answer.").count() > 0
+        assert answered or no_answer
+
+        # open an email: a cited source if the model cited one that exists, else one a search returned
+        sources = page.locator("[class*='st-key-t0-s'] button")
+        if sources.count():
+            sources.first.click()
+            expect(turn.get_by_role("button", name="Close email")).to_be_visible(timeout=30_000)
+        if not sources.count() or turn.get_by_text("is not in this inbox").count():
+            if sources.count():  # a made-up Message-ID: the page says so; open a real email instead
+                turn.get_by_role("button", name="Close email").click()
+            status.locator("summary").first.click()
+            result = page.locator("[class*='st-key-t0-c'][class*='-r0'] button").first
+            call = turn.get_by_test_id("stExpander").filter(has=result).last
+            call.locator("summary").click()
+            result.click()
+        expect(turn.get_by_role("button", name="Close email")).to_be_visible(timeout=30_000)
+        expect(turn.get_by_text("From:", exact=False).first).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "browser-chat.png"), full_page=True)
 
 
 @pytest.fixture
@@ -161,36 +175,30 @@ def test_an_example_question_fills_the_chat_input_and_sets_inbox_and_date(
 ) -> None:
     """A newcomer clicks an example: the question lands in the chat input, the sidebar switches to
     its inbox and "today", and sending it asks the agent about that inbox on that date."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     example = example_questions(scripted.settings(tmp_path / "home"), 3)[1]  # not the default inbox
     answer = {"answer": example.answer, "sources": example.message_ids[:1]}
     scripted.queue_for(example.question, tool_call("return_final_answer", answer))
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(scripted_app_url)
-            button = page.locator(".st-key-example-1 button")
-            expect(button).to_contain_text(example.question, timeout=60_000)
-            box = page.get_by_test_id("stChatInputTextArea")
-            expect(box).to_have_value("")
-            button.click()
-            expect(box).to_have_value(example.question, timeout=30_000)
-            inbox = page.get_by_role("combobox", name="Inbox")
-            expect(inbox).to_have_value(re.compile(f"^{re.escape(example.inbox_key)} · "))
-            today = page.locator(f".st-key-date-{example.inbox_key} input")
-            expect(today).to_have_value(example.query_date)
-            page.screenshot(path=str(ARTIFACTS / "browser-example.png"), full_page=True)
-            box.press("Enter")
-            turn = page.get_by_test_id("stChatMessage").nth(1)
-            expect(turn.get_by_text(f"scripted · {example.inbox_key} · {example.query_date}")).to_be_visible(
-                timeout=60_000
-            )
-            expect(turn.get_by_text(example.answer, exact=True)).to_be_visible()
-        finally:
-            browser.close()
+    with open_page(scripted_app_url) as page:
+        button = page.locator(".st-key-example-1 button")
+        expect(button).to_contain_text(example.question, timeout=60_000)
+        box = page.get_by_test_id("stChatInputTextArea")
+        expect(box).to_have_value("")
+        button.click()
+        expect(box).to_have_value(example.question, timeout=30_000)
+        inbox = page.get_by_role("combobox", name="Inbox")
+        expect(inbox).to_have_value(re.compile(f"^{re.escape(example.inbox_key)} · "))
+        today = page.locator(f".st-key-date-{example.inbox_key} input")
+        expect(today).to_have_value(example.query_date)
+        page.screenshot(path=str(ARTIFACTS / "browser-example.png"), full_page=True)
+        box.press("Enter")
+        turn = page.get_by_test_id("stChatMessage").nth(1)
+        expect(turn.get_by_text(f"scripted · {example.inbox_key} · {example.query_date}")).to_be_visible(
+            timeout=60_000
+        )
+        expect(turn.get_by_text(example.answer, exact=True)).to_be_visible()
     [request] = scripted.requests
     assert request["messages"][-1]["content"] == example.question
     assert example.query_date in json.dumps(request["messages"])
@@ -200,33 +208,27 @@ def test_the_released_agent_answers_an_example_with_its_source(app_url: str, vll
     """A newcomer clicks the app's first example, a shipped question the default model answered right
     in its release evaluation (``example_question_ids``), and sends it: the answer is right and the
     email behind it opens."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     example = example_questions(vllm_server, 3)[0]
     assert example.id in released_run()["example_question_ids"] and example.answer is not None
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(app_url)
-            box = page.get_by_test_id("stChatInputTextArea")
-            expect(box).to_be_enabled(timeout=60_000)
-            button = page.locator(".st-key-example-0 button")
-            expect(button).to_contain_text(example.question, timeout=60_000)
-            button.click()
-            expect(box).to_have_value(example.question, timeout=30_000)
-            box.press("Enter")
-            turn = page.get_by_test_id("stChatMessage").nth(1)
-            expect(turn.get_by_text("· trace ")).to_be_visible(timeout=600_000)
-            outside_tool_calls = "[data-testid='stMarkdown']:not([data-testid='stExpander'] *)"
-            answer = turn.locator(outside_tool_calls).first.inner_text()
-            verdict = judge_answer(example.question, example.answer, answer, [], example.message_ids)
-            assert verdict.verdict == "correct", (answer, example.answer, verdict.rationale)
-            sources = page.locator("[class*='st-key-t0-s'] button")
-            expect(sources.first).to_be_visible()
-            sources.first.click()
-            expect(turn.get_by_role("button", name="Close email")).to_be_visible(timeout=30_000)
-            expect(turn.get_by_text("From:", exact=False).first).to_be_visible()
-            page.screenshot(path=str(ARTIFACTS / "browser-released.png"), full_page=True)
-        finally:
-            browser.close()
+    with open_page(app_url) as page:
+        box = page.get_by_test_id("stChatInputTextArea")
+        expect(box).to_be_enabled(timeout=60_000)
+        button = page.locator(".st-key-example-0 button")
+        expect(button).to_contain_text(example.question, timeout=60_000)
+        button.click()
+        expect(box).to_have_value(example.question, timeout=30_000)
+        box.press("Enter")
+        turn = page.get_by_test_id("stChatMessage").nth(1)
+        expect(turn.get_by_text("· trace ")).to_be_visible(timeout=600_000)
+        outside_tool_calls = "[data-testid='stMarkdown']:not([data-testid='stExpander'] *)"
+        answer = turn.locator(outside_tool_calls).first.inner_text()
+        verdict = judge_answer(example.question, example.answer, answer, [], example.message_ids)
+        assert verdict.verdict == "correct", (answer, example.answer, verdict.rationale)
+        sources = page.locator("[class*='st-key-t0-s'] button")
+        expect(sources.first).to_be_visible()
+        sources.first.click()
+        expect(turn.get_by_role("button", name="Close email")).to_be_visible(timeout=30_000)
+        expect(turn.get_by_text("From:", exact=False).first).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "browser-released.png"), full_page=True)
