@@ -28,7 +28,7 @@ from env.db import open_db
 from env.ingest import CRASH_ENV, default_inbox_archive, ingest, refresh_inbox
 
 _SCRIPT = Path(sys.executable).with_name("inboxrl")
-CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "from app.cli import main; main()"]
+CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "from app.entry import main; main()"]
 ROOT = Path(__file__).resolve().parents[1]
 SEARCHES = ("gas", "price", "meeting", "transport OR storage", "california", "enron NOT gas")
 """FTS5 queries whose ranked results (BM25 over the whole index) are part of the dump."""
@@ -339,3 +339,30 @@ def test_crash_hook_is_validated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     monkeypatch.setenv(CRASH_ENV, "after-comit:3")
     with pytest.raises(ValueError, match="after-commit:N"):
         ingest([default_inbox_archive()], tmp_path / "inbox.db", progress=False, workers=1)
+
+
+def test_swallowed_ctrl_c_still_exits_130(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """A Ctrl-C that library code catches (as some import code does at start-up) still stops with 130."""
+    import app.cli
+    import app.entry
+
+    ran = []
+
+    def command_that_swallows_ctrl_c() -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs here and raises
+        except KeyboardInterrupt:
+            pass
+        ran.append(True)
+
+    monkeypatch.setattr(app.cli, "main", command_that_swallows_ctrl_c)
+    monkeypatch.setattr(app.entry, "_interrupted", False)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            app.entry.main()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert ran and stopped.value.code == 130
+    assert "Interrupted." in capsys.readouterr().err
