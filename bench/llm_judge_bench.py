@@ -71,20 +71,19 @@ def real_answers(eval_dir: Path, limit: int) -> list[dict]:
 
 def guarded(case: dict, judge_model: str) -> str:
     """What ``judge.judge_answer`` makes of the LLM's verdict on ``case`` (its cache left out)."""
-    from judge.judge import Verdict, _decide_without_llm, _guard
+    from judge.judge import Verdict, rule
 
-    decided = _decide_without_llm(case["gold"], case["answer"], judge_model)
     raw = Verdict(case["llm"], case.get("rationale", ""), judge_model)
-    return (decided or _guard(raw, case["question"], case["gold"], case["answer"])).verdict
+    return rule(raw, case["question"], case["gold"], case["answer"]).verdict
 
 
 async def grade(cases: list[dict], settings: object, concurrency: int) -> None:
     """Fill each case's ``deterministic``, ``llm`` (raw) and ``judged`` (LLM + guards) verdicts."""
     from judge.judge import (
         JudgeError,
-        _request,
         deterministic_verdict,
         judge_messages,
+        judge_request,
         make_async_judge_client,
         parse_verdict,
     )
@@ -97,8 +96,9 @@ async def grade(cases: list[dict], settings: object, concurrency: int) -> None:
         async with limit:
             started = time.monotonic()
             messages = judge_messages(case["question"], case["gold"], case["answer"])
+            request = judge_request(settings.judge_model, messages)
             try:
-                response = await client.chat.completions.create(**_request(settings.judge_model, messages))
+                response = await client.chat.completions.create(**request)
                 raw = parse_verdict(response.choices[0].message.content, settings.judge_model)
             except JudgeError as e:
                 case["llm"], case["judged"], case["rationale"] = "error", "error", str(e)

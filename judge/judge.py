@@ -273,7 +273,8 @@ def judge_messages(question: str, gold_answer: str | None, answer: str) -> list[
     return [{"role": "system", "content": SYSTEM_PROMPT.format(tag=tag)}, {"role": "user", "content": user}]
 
 
-def _request(judge_model: str, messages: list[dict]) -> dict:
+def judge_request(judge_model: str, messages: list[dict]) -> dict:
+    """The chat-completion request of one grading: greedy, short, a schema-constrained verdict."""
     return {
         "model": judge_model,
         "messages": messages,
@@ -305,6 +306,17 @@ def parse_verdict(content: str | None, judge_model: str) -> Verdict:
         )
     rationale = data.get("rationale")
     return Verdict(data["verdict"], rationale if isinstance(rationale, str) else "", judge_model)
+
+
+def rule(llm_verdict: Verdict, question: str, gold_answer: str | None, answer: str | None) -> Verdict:
+    """What the judge rules when its LLM replied ``llm_verdict`` on ``answer``.
+
+    Abstentions and unanswerable questions are decided without the LLM; otherwise the LLM's verdict
+    goes through the model-independent guards (an answer that addresses the grader, or that does not
+    commit to one answer, is not correct).
+    """
+    decided = _decide_without_llm(gold_answer, answer, llm_verdict.judge_model)
+    return decided or _guard(llm_verdict, question, gold_answer, answer or "")
 
 
 def _guard(verdict: Verdict, question: str, gold_answer: str | None, answer: str) -> Verdict:
@@ -408,7 +420,7 @@ class _Job:
     def finish(self, verdict: Verdict, *, store: bool) -> Verdict:
         if store:
             self.cache.put(self.key, verdict)
-        guarded = _guard(verdict, self.question, self.gold_answer, self.answer)
+        guarded = rule(verdict, self.question, self.gold_answer, self.answer)
         return Verdict(
             guarded.verdict,
             guarded.rationale,
@@ -517,7 +529,7 @@ def judge_answer(
     client = client or make_judge_client(settings)
     try:
         response = client.chat.completions.create(
-            **_request(job.judge_model, judge_messages(question, gold_answer, job.answer))
+            **judge_request(job.judge_model, judge_messages(question, gold_answer, job.answer))
         )
     except (openai.OpenAIError, ValueError) as exc:  # ValueError: a body that is not JSON
         raise _endpoint_error(exc, job.judge_model, settings) from exc
@@ -544,7 +556,7 @@ async def ajudge_answer(
     client = client or make_async_judge_client(settings)
     try:
         response = await client.chat.completions.create(
-            **_request(job.judge_model, judge_messages(question, gold_answer, job.answer))
+            **judge_request(job.judge_model, judge_messages(question, gold_answer, job.answer))
         )
     except (openai.OpenAIError, ValueError) as exc:  # ValueError: a body that is not JSON
         raise _endpoint_error(exc, job.judge_model, settings) from exc
