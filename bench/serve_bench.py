@@ -14,6 +14,7 @@ Run it on an otherwise idle machine if you can (it reports the load average it s
 
     .venv/bin/python bench/serve_bench.py --out bench/results/serve.md          # ~30 min on 2 cores
     .venv/bin/python bench/serve_bench.py --questions 10 --concurrency 1 4      # quick look
+    .venv/bin/python bench/serve_bench.py --questions 16 --concurrency 16 --dtypes float32 bfloat16
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from env.agent import arun_batch
 from env.config import Settings
+from env.hardware import choose_dtype
 from env.ingest import default_inbox_archive, ingest
 from env.model import embedded_model_dir, make_client, prepare_embedded_model, read_server_info, serve, stop
 from env.trajectory import Trajectory
@@ -199,36 +202,45 @@ def write_markdown(path: Path, result: dict) -> None:
         "| start | seconds to healthy | RSS (MiB) | USS (MiB) | processes |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name in ("cold", "warm"):
-        if name in s:
-            r = s[name]
+    for name, r in s.items():
+        if not name.startswith("peak_during_rollouts"):
             lines.append(f"| {name} | {r['start_s']} | {r['rss_mib']} | {r['uss_mib']} | {r['processes']} |")
-    if "peak_during_rollouts" in s:
-        peak = s["peak_during_rollouts"]
-        lines += ["", f"Peak during the rollouts: RSS {peak['rss_mib']} MiB, USS {peak['uss_mib']} MiB."]
+    for name, peak in s.items():
+        if name.startswith("peak_during_rollouts"):
+            during = name.removeprefix("peak_during_rollouts").strip()
+            lines += [
+                "",
+                f"Peak during the rollouts{' ' + during if during else ''}: RSS {peak['rss_mib']} MiB, "
+                f"USS {peak['uss_mib']} MiB.",
+            ]
     lines += [
         "",
         f"## Agent rollouts ({result['questions']} questions on the default inbox, "
         f"max_turns {result['max_turns']})",
         "",
-        "| mode | concurrency | wall (s) | rollouts (calls)/min | completion tok/s | prompt tok/s "
+        "| mode | dtype | concurrency | wall (s) | rollouts (calls)/min | completion tok/s | prompt tok/s "
         "| model calls | mean call latency (s) | ended | load avg |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in result["runs"]:
         ended = ", ".join(f"{k} {v}" for k, v in sorted(r["ended"].items()))
         lines.append(
-            f"| {r['mode']} | {r['concurrency']} | {r['wall_s']} | {r['rollouts_per_min']} | "
+            f"| {r['mode']} | {r.get('dtype', 'auto')} | {r['concurrency']} | {r['wall_s']} | "
+            f"{r['rollouts_per_min']} | "
             f"{r['completion_tokens_per_s']} | {r['prompt_tokens_per_s']} | {r['model_calls']} | "
             f"{r['mean_call_latency_s']} | {ended} | {r['load_avg_1m']} |"
         )
     if "raw_decode" in result:
-        d = result["raw_decode"]
-        lines += [
-            "",
-            f"Raw decode, one stream: {d['tokens_per_s']} tokens/s ({d['calls']} sequential calls of "
-            f"{d['tokens_per_call']} tokens).",
-        ]
+        decodes = result["raw_decode"]
+        decodes = decodes if "tokens_per_s" not in decodes else {"": decodes}  # one dtype, as before
+        lines.append("")
+        for dtype, d in decodes.items():
+            lines.append(
+                f"Raw decode{f' ({dtype})' if dtype else ''}, one stream: {d['tokens_per_s']} tokens/s "
+                f"({d['calls']} sequential calls of {d['tokens_per_call']} tokens)."
+            )
+    if "dtype_choice" in result:
+        lines += ["", f"Automatic dtype on this machine: {result['dtype_choice']}."]
     path.write_text("\n".join([*lines, ""]))
 
 
@@ -248,6 +260,13 @@ def main() -> None:
         "--server-pid is given) instead of starting one; start-up is then not measured.",
     )
     parser.add_argument("--server-pid", type=int, help="PID of the --base-url server, for memory.")
+    parser.add_argument(
+        "--dtypes",
+        nargs="+",
+        choices=["float32", "bfloat16"],
+        help="Serve with each of these dtypes in turn, one server at a time (one cold start each, no "
+        "plain calls), to compare them in one run; default: the automatic choice only.",
+    )
     parser.add_argument(
         "--start-json", type=Path, help="Start-up numbers ({cold, warm}) from an earlier run, to report."
     )
@@ -289,7 +308,12 @@ def main() -> None:
             write_markdown(args.out, result)
             args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
 
+    choice = choose_dtype("cpu", settings.dtype)
+    result["dtype_choice"] = f"{choice.dtype} ({choice.reason})"
     try:
+        if args.dtypes and not args.base_url:
+            compare_dtypes(args.dtypes, questions, db, settings, model_dir, args.concurrency, result, report)
+            return
         if args.base_url:
             pid = args.server_pid
         else:
@@ -313,6 +337,36 @@ def main() -> None:
     finally:
         if not args.base_url:
             stop(settings)
+
+
+def compare_dtypes(
+    dtypes: list[str],
+    questions: list,
+    db: Path,
+    settings: Settings,
+    model_dir: Path,
+    concurrency: list[int],
+    result: dict,
+    report: Any,
+) -> None:
+    """Per dtype, one server after the other: a cold start, the rollouts at each concurrency and the
+    raw decode rate (``result`` is filled in place, ``report`` called after every step)."""
+    result["raw_decode"] = {}
+    for dtype in dtypes:
+        served = settings.model_copy(update={"dtype": dtype})
+        result["server"][f"cold ({dtype})"] = start_server(served, model_dir)
+        report()
+        try:
+            with PeakMemory(read_server_info(served).pid) as peak:
+                for c in concurrency:
+                    trajs, wall = run_batch(questions, db, served, c)
+                    result["runs"].append({**summarize("arun_batch", trajs, wall, c), "dtype": dtype})
+                    result["server"][f"peak_during_rollouts ({dtype})"] = peak.peak
+                    report()
+            result["raw_decode"][dtype] = raw_decode(served)
+            report()
+        finally:
+            stop(served)
 
 
 def _free_port() -> int:
