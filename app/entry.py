@@ -1,9 +1,9 @@
-"""The ``inboxrl`` console script: catches Ctrl-C from its first instruction, then runs `app.cli`.
+"""The ``inboxrl`` console script: sets its Ctrl-C handler first, then imports and runs `app.cli`.
 
-Importing the CLI takes about a second (typer, openai, pandas). A Ctrl-C in that second raises
-``KeyboardInterrupt`` wherever the interpreter is, and some third-party import code swallows it
-(seen as an ``inboxrl ingest`` that ran to the end after a Ctrl-C at 0.3 s). So the handler
-installed here first also records the Ctrl-C, and a command that returns after one exits 130.
+Importing the CLI takes about a second (typer, openai, pandas). The handler set before that records
+every Ctrl-C it sees as well as raising ``KeyboardInterrupt``, so a command that returns after one
+(library code that catches the interrupt) still exits 130. It does not cover a Ctrl-C lost before
+the handler runs: one 0.3 s after start was seen to let ``inboxrl ingest`` finish with status 0.
 """
 
 from __future__ import annotations

@@ -392,6 +392,7 @@ def sft_data(
     back, so an interrupted run does not roll its teacher out again and trains on the same data.
     Call it before :func:`train_sft` to run a teacher server only while it is needed.
     """
+    from judge.evaluate import write_atomic
     from train.registry import write_json_atomic
 
     folder = prepare_run_dir(settings, name, "sft", config, resume=resume)
@@ -435,10 +436,7 @@ def sft_data(
         **({"teacher": {**teacher, "kept_after_max_length": _count_teacher(kept)}} if teacher else {}),
         "inboxes": sorted({q.inbox_key for q in selected}),
     }
-    tmp = data_file.with_suffix(".jsonl.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.writelines(json.dumps(ex, ensure_ascii=False) + "\n" for ex in kept)
-    tmp.replace(data_file)
+    write_atomic(data_file, "".join(json.dumps(ex, ensure_ascii=False) + "\n" for ex in kept))
     write_json_atomic(info_file, info)
     return kept, info
 
