@@ -2,8 +2,8 @@
 
 Importing the CLI takes about a second (typer, openai, pandas). The handler set before that records
 every Ctrl-C it sees as well as raising ``KeyboardInterrupt``, so a command that returns after one
-(library code that catches the interrupt) still exits 130. It does not cover a Ctrl-C lost before
-the handler runs: one 0.3 s after start was seen to let ``inboxrl ingest`` finish with status 0.
+(library code that catches the interrupt) still exits 130. A Ctrl-C before this module runs falls to
+CPython's start-up (site, .pth files): a KeyboardInterrupt traceback and status 1.
 """
 
 from __future__ import annotations
