@@ -84,7 +84,7 @@ def _assert_consistent(path: Path) -> None:
 def _start(
     db_path: Path, log: Path, env: dict[str, str] | None = None, commit_every: int = 1000
 ) -> subprocess.Popen:
-    """``inboxrl ingest`` (default inbox, 2 workers, ``commit_every`` messages a commit) in a new process group.
+    """``inboxrl ingest`` (default inbox, 2 workers, commits of ``commit_every``) in a new process group.
 
     Its output goes to ``log`` (a pipe nobody reads while polling could fill up and block it).
     """
