@@ -14,7 +14,8 @@ How a rollout ends (``Trajectory.ended``):
 - ``model_error``: the endpoint failed for good: a timeout, 5xx or dropped connection that
   persisted through ``settings.max_retries`` retries with exponential backoff, or a non-retryable
   error (4xx, an unreadable response). ``Trajectory.infra_error`` tells the two apart: True for
-  the infrastructure's failures (:func:`is_transient`), which say nothing about the model.
+  the infrastructure's failures (:func:`is_transient`, and the endpoint refusing the request:
+  a wrong API key or an unknown model, :func:`is_rejection`), which say nothing about the model.
 
 Tool calls are read from the structured ``tool_calls`` field and, failing that, from the text in
 any of the dialects models write (:func:`env.toolcalls.parse_tool_calls`: Hermes ``<tool_call>``,
@@ -78,6 +79,22 @@ class _ModelFailure(Exception):
 # Statuses worth retrying, as the OpenAI client itself retries them: request timeout, conflict
 # (a server swapping adapters), rate limit, and every 5xx (502/503 from a restarting server).
 _TRANSIENT_STATUSES = (408, 409, 429)
+
+
+_REJECTED_STATUSES = (401, 403, 404)
+
+
+def is_rejection(exc: BaseException) -> bool:
+    """Whether the endpoint refused the request itself: a wrong API key (401, 403) or a model it
+    does not serve (404). Not worth retrying, and not the model's fault: the set-up is wrong.
+
+    >>> import httpx, openai
+    >>> req = httpx.Request("POST", "http://x/v1/chat/completions")
+    >>> [is_rejection(openai.APIStatusError("x", response=httpx.Response(c, request=req), body=None))
+    ...  for c in (400, 401, 404, 500)]
+    [False, True, True, False]
+    """
+    return isinstance(exc, openai.APIStatusError) and exc.status_code in _REJECTED_STATUSES
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -413,7 +430,7 @@ async def _complete(
         except (openai.OpenAIError, ValueError) as exc:
             error = _describe(exc)
             if not is_transient(exc):  # a 4xx, or a body that is not a completion: the model's
-                raise _ModelFailure(error, infra=False) from exc
+                raise _ModelFailure(error, infra=is_rejection(exc)) from exc  # unless refused outright
             if attempt == settings.max_retries:
                 raise _ModelFailure(f"{error} (gave up after {attempt + 1} attempts)", infra=True) from exc
             delay = RETRY_BACKOFF_S * 2**attempt

@@ -162,7 +162,8 @@ def summarize(rows: list[dict], meta: dict) -> dict[str, Any]:
     """The summary written to ``summary.json``.
 
     ``n`` counts every row; ``infra_failures`` / ``infra_failed_ids`` the rows left out because the
-    infrastructure failed; every other number is over the remaining rows.
+    infrastructure failed (``infra_error_example``: the first one's error); every other number is
+    over the remaining rows.
     """
     infra = [r for r in rows if infra_failure(r)]
     n = len(rows)
@@ -184,6 +185,7 @@ def summarize(rows: list[dict], meta: dict) -> dict[str, Any]:
         "judge_failures": sum(bool(r.get("judge_error")) for r in rows),
         "infra_failures": len(infra),
         "infra_failed_ids": [r["id"] for r in infra],
+        "infra_error_example": next((r.get("infra_error") for r in infra if r.get("infra_error")), None),
         "reward_std": math.sqrt(sum((v - reward_mean) ** 2 for v in rewards) / len(rewards))
         if rewards
         else None,

@@ -250,6 +250,42 @@ def test_real_model_end_to_end(
     assert (out / "report.md").exists() and (out / "outcomes.png").exists()
 
 
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_the_cli_sends_the_key_of_a_server_named_by_base_url_and_a_refusal_is_not_scored(
+    vllm_server: Settings,
+    tmp_path: Path,
+    db_path: Path,
+    questions: list[Question],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--base-url`` of the server this home started sends its key (the key was once only picked
+    for the configured URL: every rollout got 401 and was scored a model error, reward -1.5);
+    from another home the real server refuses the request, which is left out of every metric."""
+    if not (vllm_server.run_dir / "vllm.json").is_file():
+        pytest.skip("the server was not started by this test session (INBOXRL_TEST_BASE_URL)")
+    qfile = save_questions(tmp_path / "qs.jsonl", questions[:1])
+    monkeypatch.setenv("INBOXRL_BASE_URL", "http://127.0.0.1:9/v1")  # somewhere else
+    monkeypatch.delenv("INBOXRL_API_KEY", raising=False)
+    args = ["eval", "--questions", str(qfile), "--db", str(db_path), "--model", vllm_server.model]
+    args += ["--base-url", vllm_server.base_url, "--max-turns", "1", "--no-progress"]
+
+    monkeypatch.setenv("INBOXRL_HOME", str(vllm_server.home))
+    result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "own")])
+    assert result.exit_code == 0, result.output
+    row = next(iter(load_results(tmp_path / "own").values()))
+    assert row["infra_error"] is None and row["reward"] is not None, row["trajectory"].get("error")
+
+    monkeypatch.setenv("INBOXRL_HOME", str(tmp_path / "other-home"))
+    result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "other")])
+    assert result.exit_code == 0, result.output
+    assert "infrastructure reasons" in result.output and "401" in result.output
+    row = next(iter(load_results(tmp_path / "other").values()))
+    assert row["reward"] is None and "401" in row["infra_error"]
+    summary = json.loads((tmp_path / "other" / "summary.json").read_text())
+    assert (summary["n"], summary["infra_failures"], summary["reward_mean"]) == (1, 1, None)
+
+
 @pytest.mark.parametrize("module", ["judge.summary", "judge.compare"])
 def test_doctests(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module))
@@ -279,7 +315,9 @@ def test_infrastructure_failures_are_retried_left_out_and_completed_by_a_rerun(
 
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    assert "infrastructure failures" in result.output and "Rerun the same command" in result.output
+    printed = " ".join(result.output.split())  # rich wraps lines at the terminal's width
+    assert "infrastructure failures" in printed and "Rerun the same command" in printed
+    assert "First of them: APITimeoutError" in printed
     rows = load_results(out)
     failed = rows[sagewood.id]
     assert "APITimeoutError" in failed["infra_error"] and failed["reward"] is None

@@ -74,7 +74,6 @@ def run(
     from synth_data.questions import QuestionFileError, default_questions_path, load_questions
     from train.registry import agent_settings
 
-    base = Settings()
     overrides = {
         "model": model,
         "base_url": base_url,
@@ -84,7 +83,8 @@ def run(
         "max_turns": max_turns,
         "timeout_s": timeout,
     }
-    settings = base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    # built, not copied: the key of a server this home started is picked for the URL given here
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     settings = agent_settings(settings, settings.model)
     questions_path = questions or default_questions_path()
     db_path = db or settings.db_path
@@ -108,6 +108,7 @@ def run(
 
 def _print_summary(summary: dict, out_dir: Path) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     def pct(v: float | None) -> str:
@@ -140,9 +141,11 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
     if summary.get("infra_failures"):
         console.print(
             f"[yellow]{summary['infra_failures']} rollout(s) failed for infrastructure reasons (timeouts, "
-            "dropped connections, 5xx) and are left out of every metric. Rerun the same command "
-            f"(--out {out_dir}) on a quieter server to run just those.[/]"
+            "dropped connections, 5xx, a refused API key or model) and are left out of every metric. "
+            f"Rerun the same command (--out {out_dir}) to run just those.[/]"
         )
+        if summary.get("infra_error_example"):
+            console.print(f"[yellow]First of them: {escape(summary['infra_error_example'])}[/]")
     console.print(f"Report: {out_dir / 'report.md'}")
 
 
