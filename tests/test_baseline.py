@@ -57,3 +57,24 @@ def test_the_split_metrics_pair_with_a_model_run(idk_run: tuple[Path, dict], tmp
 def test_an_unknown_policy_names_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="idk"):
         evaluate_policy([], policy="random", db_path=tmp_path / "x.db", out_dir=tmp_path)
+
+
+def test_the_cli_scores_the_policy(idk_run: tuple[Path, dict], default_db_path: Path, tmp_path: Path) -> None:
+    """``inboxrl eval --policy idk`` writes the same run as the library call; an unknown policy or a
+    missing DB is a clear error that writes nothing."""
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    out = tmp_path / "idk"
+    result = CliRunner().invoke(
+        cli, ["eval", "--policy", "idk", "--db", str(default_db_path), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "always-idk" in result.output
+    assert json.loads((out / "summary.json").read_text())["reward_mean"] == idk_run[1]["reward_mean"]
+    wrong = CliRunner().invoke(cli, ["eval", "--policy", "random", "--out", str(tmp_path / "x")])
+    assert wrong.exit_code == 1 and "choose one of idk" in wrong.output
+    missing = CliRunner().invoke(cli, ["eval", "--policy", "idk", "--db", str(tmp_path / "no.db")])
+    assert missing.exit_code == 1 and "inboxrl ingest" in missing.output
+    assert not (tmp_path / "x").exists() and not (tmp_path / "no.db").exists()

@@ -65,11 +65,19 @@ def run(
     timeout: Annotated[
         float | None, typer.Option(help="Seconds per model request (default: settings.timeout_s).")
     ] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            help="Score a trivial policy instead of a model: idk (always 'I don't know', the floor "
+            "a trained agent must beat; no server needed)."
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run the agent on every question, judge, reward; write results.jsonl, summary.json, report.md, plots."""
     if ctx.invoked_subcommand is not None:
         return
+    from judge.baseline import POLICIES, evaluate_policy
     from judge.evaluate import EvalError, default_out_dir, evaluate
     from synth_data.questions import QuestionFileError, default_questions_path, load_questions
     from train.registry import agent_settings
@@ -89,8 +97,19 @@ def run(
     questions_path = questions or default_questions_path()
     db_path = db or settings.db_path
     out_dir = out or default_out_dir(settings)
+    if policy is not None and policy not in POLICIES:
+        raise _fail(f"Unknown --policy {policy!r}: choose one of {', '.join(POLICIES)}.")
+    if policy is not None:
+        if not Path(db_path).is_file():
+            raise _fail(f"No inbox DB at {db_path}: run inboxrl ingest first.")
+        out_dir = out or default_out_dir(settings.model_copy(update={"model": f"always-{policy}"}))
     try:
         qs = load_questions(questions_path)
+        if policy is not None:
+            qs = qs[:limit] if limit else qs
+            summary = evaluate_policy(qs, policy=policy, db_path=db_path, out_dir=out_dir, settings=settings)
+            _print_summary(summary, out_dir)
+            return
         summary = evaluate(
             qs,
             db_path=db_path,
