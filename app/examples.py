@@ -113,6 +113,20 @@ def example_questions(
     )
 
 
+def expected_answer(question: Question) -> str:
+    """What a right answer to an example says: its gold answer, or "I don't know" for a question
+    nothing in the inbox answers (so a newcomer can tell a right answer from a wrong one).
+
+    >>> q = Question(id="x", inbox_address="p@e.com", question="Who's on call?", answer=None,
+    ...              message_ids=[], query_date="2001-05-01", kind="unanswerable", mailbox="allen-p")
+    >>> expected_answer(q)
+    "I don't know (no email up to 2001-05-01 answers it)"
+    """
+    if question.answer is None:
+        return f"I don't know (no email up to {question.query_date} answers it)"
+    return question.answer
+
+
 def ask_command(question: Question) -> str:
     """The ``inboxrl ask`` command line that asks ``question`` of its inbox on its date.
 

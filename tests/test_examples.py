@@ -21,7 +21,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import app.examples
-from app.examples import EXAMPLE_IDS_KEY, ask_command, example_questions, pick_examples
+from app.examples import EXAMPLE_IDS_KEY, ask_command, example_questions, expected_answer, pick_examples
 from env.config import EMBEDDED_MODEL_NAME, RELEASED_MODEL_NAME, Settings
 from env.model import released_run
 from synth_data.questions import default_questions_path, load_questions
@@ -132,13 +132,16 @@ def test_demo_ends_with_example_commands(scripted: ScriptedServer, tmp_path: Pat
         lines: list[str] = []
         for line in proc.stdout:
             lines.append(line)
-            if sum(line.startswith("  inboxrl ask ") for line in lines) == 3:
+            if sum(line.startswith("    expected: ") for line in lines) == 3:
                 break
         output = "".join(lines)
         assert "InboxRL is ready at" in output, output
         ready = output.index("InboxRL is ready at")
-        expected = [ask_command(q) for q in example_questions(scripted.settings(tmp_path), 3)]
+        examples = example_questions(scripted.settings(tmp_path), 3)
+        expected = [ask_command(q) for q in examples]
         assert [line.strip() for line in lines if line.startswith("  inboxrl ask ")] == expected
+        answers = [f"expected: {expected_answer(q)}" for q in examples]
+        assert [line.strip() for line in lines if line.startswith("    expected: ")] == answers
         assert all(output.index(command) > ready for command in expected)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0

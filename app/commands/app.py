@@ -118,7 +118,7 @@ def ensure_default_inbox(settings: Settings) -> str:
 
 def print_examples(settings: Settings, n: int = 3) -> None:
     """Print ``n`` example questions from the shipped set as ``inboxrl ask`` commands (none: nothing)."""
-    from app.examples import ask_command, example_questions
+    from app.examples import ask_command, example_questions, expected_answer
     from env.db import list_inboxes, open_db
 
     db = open_db(settings.db_path)
@@ -135,6 +135,7 @@ def print_examples(settings: Settings, n: int = 3) -> None:
     )
     for question in examples:
         typer.echo(f"  {ask_command(question)}")
+        typer.echo(f"    expected: {expected_answer(question)}")
 
 
 def registered_adapters(settings: Settings, base: Path | None = None) -> dict[str, Path]:
