@@ -10,7 +10,7 @@ demo: install
 test:
 	scripts/install.sh --browser
 	.venv/bin/ruff check .
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q --durations=15
 
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .

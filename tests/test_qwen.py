@@ -27,6 +27,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.timeout(1800)]
 
 QWEN = "qwen2.5-coder-1.5b"
 EVERY_TOOL = {"search_emails", "read_email", "return_final_answer"}
+ROUND = 6
+"""Questions asked at once; another round only while no rollout has used every tool (most runs stop
+after the first: the 1.5B's rollouts take minutes on the CPU)."""
 
 
 def test_qwen_1_5b_zero_shot_rollouts_call_every_tool_through_the_real_server(
@@ -36,26 +39,33 @@ def test_qwen_1_5b_zero_shot_rollouts_call_every_tool_through_the_real_server(
     assert json.loads((folder / PREPARED_MARKER).read_text())["sha256"] == PARTED_MODELS[QWEN].sha256
 
     db = open_db(default_db_path)
-    config = SynthConfig(n=16, generator="template")
+    config = SynthConfig(n=18, generator="template")
     questions, _ = generate(db, get_inbox(db, "allen-p"), config, progress=False)
     server = server_settings(tmp_path / "home", free_port(), model=QWEN)
     serve(server, model_dir=folder, progress=False)
+    trajectories: list = []
+    full: list = []
     try:
         # sampled: greedy decoding sends the untrained model into the same search over and over
-        update = {"db": default_db_path, "max_turns": 4, "concurrency": len(questions), "timeout_s": 600.0}
+        update = {"db": default_db_path, "max_turns": 4, "concurrency": ROUND, "timeout_s": 600.0}
         update["temperature"] = 0.7
         settings = agent_settings(server.model_copy(update=update), QWEN)
         assert (settings.few_shot, settings.tool_choice) == (False, "required")
-        trajectories = asyncio.run(arun_batch(questions, db=db, settings=settings, progress=False))
+        for start in range(0, len(questions), ROUND):  # rounds until one rollout used every tool
+            batch = questions[start : start + ROUND]
+            trajectories += asyncio.run(arun_batch(batch, db=db, settings=settings, progress=False))
+            full = [t for t in trajectories if t.ended == "answered" and _called(t) >= EVERY_TOOL]
+            if full:
+                break
     finally:
         stop(server)
 
     assert not [t.error for t in trajectories if t.infra_error]
     # every turn was a tool call the server parsed, never prose
     assert all(t.ended != "gave_up" and t.recovered_calls == 0 for t in trajectories)
-
-    def called(t: object) -> set[str]:  # tools called without error
-        return {c.name for c in t.tool_calls if c.error is None}
-
-    full = [t for t in trajectories if t.ended == "answered" and called(t) >= EVERY_TOOL]
     assert full, [(t.ended, [(c.name, c.error) for c in t.tool_calls]) for t in trajectories]
+
+
+def _called(t: object) -> set[str]:
+    """The tools a trajectory called without error."""
+    return {c.name for c in t.tool_calls if c.error is None}
