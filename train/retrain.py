@@ -255,7 +255,7 @@ def _grpo(settings: Settings, options: RetrainOptions, state: dict, name: str) -
 def _eval(
     settings: Settings, options: RetrainOptions, state: dict, folder: Path, previous: RunInfo | None
 ) -> dict[str, Any]:
-    from env.model import is_healthy, load_adapter, serve, stop
+    from env.model import is_healthy, load_adapter, model_prompt_settings, serve, stop
     from judge.evaluate import evaluate
     from synth_data.questions import load_questions
 
@@ -277,7 +277,7 @@ def _eval(
                 _ensure_loaded(settings, previous)
         out = {}
         models = {
-            "base": (settings.model, {}),
+            "base": (settings.model, model_prompt_settings(settings.model)),  # the released: its own prompt
             "new": (candidate, prompt_settings(state["stages"]["grpo"]["config"])),
         }
         if previous:
