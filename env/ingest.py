@@ -22,6 +22,8 @@ How it works:
 5. Ctrl-C: workers ignore SIGINT (a terminal sends it to the whole process group), so only the
    main process stops; it rolls back the open batch and stops the pool within
    ``POOL_STOP_TIMEOUT`` seconds, killing workers that do not stop (``_stop_pool``).
+6. A worker that dies (killed, out of memory) stops the run with :class:`WorkerDied` (the same
+   roll-back; a rerun resumes) instead of a wait forever for the batch it held.
 
 Owner addresses: the senders of the mailbox's sent folders (``sent``, ``_sent_mail``,
 ``sent_items``, ...) with at least 5% of its sent mail, plus any sent-folder sender whose address
@@ -73,6 +75,8 @@ CRASH_ENV = "INBOXRL_INGEST_CRASH"
 """Test hook (tests/test_ingest_kill.py): ``before-commit:N`` or ``after-commit:N`` makes the ingest
 SIGKILL itself just before or just after the commit of its Nth write transaction, as ``kill -9``
 would; ``finish`` (the end-of-run inbox recompute) counts as a transaction. Unset: no effect."""
+WORKER_CHECK_S = 0.5
+"""How often a wait for parse results checks that no worker died."""
 POOL_STOP_TIMEOUT = 5.0
 """Seconds the main process waits for the worker pool to stop before killing the workers."""
 _INBOX_CACHE_SIZE = 4
@@ -787,15 +791,40 @@ def _map_bounded(pool, batches: Iterator[list], window: int) -> Iterator[list[_R
         for batch in batches:
             yield _parse_batch(batch)
         return
+    workers = _worker_pids(pool)
     in_flight: deque = deque()
     for batch in batches:
         if not batch:
             continue
         in_flight.append(pool.apply_async(_parse_batch, (batch,)))
         if len(in_flight) >= window:
-            yield in_flight.popleft().get()
+            yield _result(pool, in_flight.popleft(), workers)
     while in_flight:
-        yield in_flight.popleft().get()
+        yield _result(pool, in_flight.popleft(), workers)
+
+
+class WorkerDied(RuntimeError):
+    """A parsing worker process died (killed, out of memory, a crash in a C library)."""
+
+
+def _worker_pids(pool) -> frozenset[int]:
+    return frozenset(worker.pid for worker in pool._pool)  # Pool has no public handle on its workers
+
+
+def _result(pool, pending, workers: frozenset[int]) -> list[_Result]:
+    """The batch's parse results; :class:`WorkerDied` if a worker died before they came.
+
+    ``Pool`` replaces a dead worker but never reruns the batch it held, so a plain ``get()`` would
+    wait forever. Workers never exit on their own here, so a changed worker set means one died.
+    """
+    while not pending.ready():
+        pending.wait(WORKER_CHECK_S)
+        if not pending.ready() and _worker_pids(pool) != workers:
+            raise WorkerDied(
+                "A parsing worker died (killed, or out of memory?). What was committed is kept: run the "
+                "same command again to resume, or with --workers 1 to parse in one process."
+            )
+    return pending.get()
 
 
 class _Progress:

@@ -281,6 +281,42 @@ def test_ctrl_c_stops_within_seconds_then_rerun(tmp_path: Path, clean_dump: dict
     assert _dump(db_path) == clean_dump
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process groups from /proc")
+def test_a_dead_worker_stops_the_run_with_a_clear_error_and_the_rerun_completes(
+    tmp_path: Path, clean_dump: dict
+) -> None:
+    """A parse worker SIGKILLed mid-run (as the OOM killer would): the ingest once waited forever for
+    the batch it held; now it stops within seconds, says what happened, and a rerun completes."""
+    db_path = tmp_path / "inbox.db"
+    log = tmp_path / "ingest.log"
+    proc = _start(db_path, log, commit_every=500)
+    due = _after_lock(0.5)
+    while proc.poll() is None and not due(db_path, 0):
+        time.sleep(0.02)
+    workers = [pid for pid in _group(proc.pid) if pid != proc.pid and _parent(pid) != proc.pid]
+    assert proc.poll() is None and workers, "no pool worker found (the forkserver's children)"
+    os.kill(workers[0], signal.SIGKILL)
+    output = _finish(proc, log, 20)
+    assert proc.returncode == 1, f"rc {proc.returncode}\n{output}"
+    assert "A parsing worker died" in " ".join(output.split()), output
+    _assert_group_gone(proc.pid, within=10)
+    if _tables(db_path) >= {"emails", "emails_fts", "inboxes", "sources"}:
+        _assert_consistent(db_path)
+    proc = _start(db_path, log)
+    output = _finish(proc, log, 60)
+    assert proc.returncode == 0, output
+    assert _dump(db_path) == clean_dump
+
+
+def _parent(pid: int) -> int:
+    """The parent of a process (0 once it is gone)."""
+    try:
+        return int((Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split())[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def test_stale_inbox_rows_are_repaired(tmp_path: Path, default_db_path: Path) -> None:
     """Rows an older version left stale (mail committed, row not updated) are recomputed by any run."""
     db_path = tmp_path / "inbox.db"
