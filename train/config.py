@@ -425,6 +425,7 @@ GRPO_PRESETS: dict[str, dict[str, Any]] = {
         "temperature": 0.3,
         "save_steps": 1,
         "max_questions": 4,
+        "cpu_threads": 1,  # CI: two threads stalled ~5x beside another busy process on 2 vCPUs
     },
 }
 
@@ -444,6 +445,7 @@ SFT_PRESETS: dict[str, dict[str, Any]] = {
         "max_length": 2048,
         "save_steps": 1,
         "max_questions": 4,
+        "cpu_threads": 1,
     },
 }
 
