@@ -56,8 +56,9 @@ def sample_questions(path: Path, n: int, seed: int, out: Path) -> Path:
 def run_model(name: str, questions: Path, args: argparse.Namespace) -> Path:
     """Evaluate model ``name`` (or the ``always-idk`` policy) on ``questions``; its run folder."""
     out = args.home / "evals" / name
-    if (out / "summary.json").exists():
-        return out
+    summary = out / "summary.json"
+    if summary.exists() and not json.loads(summary.read_text()).get("infra_failures"):
+        return out  # complete; a run with infrastructure failures is resumed to redo just those
     qs = load_questions(questions)
     if name == "always-idk":
         evaluate_policy(
