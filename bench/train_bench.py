@@ -37,6 +37,7 @@ import platform
 import shutil
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -607,6 +608,7 @@ def release(home: Path, label: str, comparisons: dict, args: argparse.Namespace)
         "bench": f"python bench/train_bench.py {' '.join(args.argv)}",
         "eval": scores,
         "example_question_ids": examples,
+        "examples_from": examples_note(home / "evals" / "shipped" / label),
     }
     for key in ("questions", "base_model", "init_adapter", "teacher_base_url", "teacher_model"):
         if key in info["config"]:
@@ -640,6 +642,21 @@ def _lineage(run: Path) -> list[dict]:
             break
         run = parent
     return chain
+
+
+def examples_note(out: Path) -> str:
+    """How the shipped questions went when asked one at a time: where ``example_question_ids`` come from."""
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    counts = Counter(
+        ((r.get("reward") or {}).get("outcome") or "not scored", r["question"].get("answer") is None)
+        for r in rows
+    )
+    return (
+        f"the {len(rows)} shipped questions asked one at a time, as the app asks them "
+        f"(bench/train_bench.py SHIPPED_CONCURRENCY): answerable ones {counts['correct', False]} right, "
+        f"{counts['incorrect', False]} wrong, {counts['abstained', False]} 'I don't know'; unanswerable "
+        f"ones {counts['correct', True]} declined, {counts['incorrect', True]} answered"
+    )
 
 
 def _answered_correctly(out: Path) -> list[str]:

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
-import time
 from pathlib import Path
 
 from env.config import Settings
@@ -92,6 +92,14 @@ def recovered_share(run: Path) -> float | None:
     return recovered / calls if calls else None
 
 
+def _cpu() -> str:
+    """The CPU model and core count."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    return f"{os.cpu_count()} cores"
+
+
 def _ci(test: dict | None) -> str:
     if not test:
         return "n/a"
@@ -99,7 +107,7 @@ def _ci(test: dict | None) -> str:
     return f"{test['diff']:+.3f} [{test['ci_low']:+.3f}, {test['ci_high']:+.3f}] {p}"
 
 
-def report(runs: dict[str, Path], args: argparse.Namespace, seconds: float) -> str:
+def report(runs: dict[str, Path], args: argparse.Namespace) -> str:
     """The markdown report: means, endings and costs, and the paired differences vs always-idk."""
     result = compare(list(runs.values()))
     summaries = {name: json.loads((path / "summary.json").read_text()) for name, path in runs.items()}
@@ -109,8 +117,8 @@ def report(runs: dict[str, Path], args: argparse.Namespace, seconds: float) -> s
         "",
         f"Command: `python bench/zero_shot_bench.py {' '.join(args.argv)}`",
         f"{result['runs'][0]['n']} questions ({args.sample} sampled with seed {args.seed} from "
-        f"`{args.questions.name}`), {args.max_turns} turns, deterministic judge, vLLM on the CPU, one "
-        f"model at a time; bench wall time {seconds / 60:.0f} min (runs already made are reused).",
+        f"`{args.questions.name}`), {args.max_turns} turns, deterministic judge, vLLM on the CPU "
+        f"({_cpu()}), one model at a time, {args.concurrency} rollouts at once.",
         "",
         "| model | n | " + " | ".join(title for _, title in METRICS) + " |",
         "|---|---:|" + "---:|" * len(METRICS),
@@ -168,12 +176,11 @@ def main() -> None:
     args = parser.parse_args()
     args.argv = sys.argv[1:]
     args.home.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
     questions = sample_questions(
         args.questions, args.sample, args.seed, args.home / f"sample-{args.sample}.jsonl"
     )
     runs = {name: run_model(name, questions, args) for name in args.models.split(",")}
-    text = report(runs, args, time.monotonic() - started)
+    text = report(runs, args)
     (RESULTS / "zero_shot.md").write_text(text)
     (RESULTS / "zero_shot.json").write_text(
         json.dumps({name: json.loads((p / "summary.json").read_text()) for name, p in runs.items()}, indent=1)

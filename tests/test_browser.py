@@ -204,14 +204,15 @@ def test_an_example_question_fills_the_chat_input_and_sets_inbox_and_date(
     assert example.query_date in json.dumps(request["messages"])
 
 
-def test_the_released_agent_answers_an_example_with_its_source(app_url: str, vllm_server: Settings) -> None:
-    """A newcomer clicks the app's first example, a shipped question the default model answered right
-    in its release evaluation (``example_question_ids``), and sends it: the answer is right and the
-    email behind it opens, or the agent declines; it never answers wrongly."""
+def test_the_released_agent_on_its_first_example(app_url: str, vllm_server: Settings) -> None:
+    """A newcomer clicks the app's first example, a shipped question the default model got right
+    when asked one at a time (``example_question_ids``), and sends it. An unanswerable one (all of
+    them for the current release) must be declined, with no sources; an answerable one answered
+    right with the email behind it, or declined. A wrong answer fails either way."""
     from playwright.sync_api import expect
 
     example = example_questions(vllm_server, 3)[0]
-    assert example.id in released_run()["example_question_ids"] and example.answer is not None
+    assert example.id in released_run()["example_question_ids"]
     with open_page(app_url) as page:
         box = page.get_by_test_id("stChatInputTextArea")
         expect(box).to_be_enabled(timeout=60_000)
@@ -223,10 +224,11 @@ def test_the_released_agent_answers_an_example_with_its_source(app_url: str, vll
         turn = page.get_by_test_id("stChatMessage").nth(1)
         expect(turn.get_by_text("· trace ")).to_be_visible(timeout=600_000)
         page.screenshot(path=str(ARTIFACTS / "browser-released.png"), full_page=True)
-        if turn.get_by_text("The agent did not find an answer.").count():
-            # Declined. The app serves the adapter merged by `model prepare`, the release eval a merge
-            # of its own: a 135M model's greedy decode can part ways between the two, so the released
-            # answer may not reproduce; a wrong answer would fail below, "I don't know" is honest.
+        declined = turn.get_by_text("The agent did not find an answer.").count() > 0
+        if example.answer is None or declined:
+            # An answerable example may still be declined: the app's prompt (today's date, the
+            # chat so far) is not byte for byte the eval's, and a 135M greedy decode parts ways.
+            assert declined, "the agent answered a question nothing in the inbox answers"
             assert not page.locator("[class*='st-key-t0-s'] button").count()  # no sources for no answer
             return
         outside_tool_calls = "[data-testid='stMarkdown']:not([data-testid='stExpander'] *)"
