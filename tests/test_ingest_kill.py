@@ -96,7 +96,26 @@ def _start(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_as_from_a_terminal,
         )
+
+
+def _as_from_a_terminal() -> None:
+    """In the child before exec: Ctrl-C handled by default and not blocked, as a terminal starts a
+    command. A SIG_IGN or a blocked SIGINT in the test process (some library in the suite) would be
+    inherited, and `inboxrl` rightly keeps ignoring a Ctrl-C its parent told it to ignore."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _signal_masks(pid: int) -> str:
+    """A process's SigBlk / SigIgn / SigCgt lines (for failure messages)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return "gone"
+    wanted = ("SigBlk", "SigIgn", "SigCgt")
+    return " ".join(line.replace("\t", "") for line in lines if line.startswith(wanted))
 
 
 def _finish(proc: subprocess.Popen, log: Path, timeout: float) -> str:
@@ -257,12 +276,13 @@ def test_ctrl_c_stops_within_seconds_then_rerun(tmp_path: Path, clean_dump: dict
             while proc.poll() is None and not due(db_path, start):
                 time.sleep(0.02)
         assert proc.poll() is None, f"{name}: the ingest finished before Ctrl-C"
+        masks = f"child {_signal_masks(proc.pid)}; test {_signal_masks(os.getpid())}"
         os.killpg(proc.pid, signal.SIGINT)
         os.killpg(proc.pid, signal.SIGCONT)  # a no-op unless frozen above
         sent = time.monotonic()
         output = _finish(proc, log, 10)
         stopped = time.monotonic() - sent
-        assert proc.returncode == 130, f"{name}: rc {proc.returncode}\n{output}"
+        assert proc.returncode == 130, f"{name}: rc {proc.returncode} ({masks})\n{output}"
         if in_ingest:
             assert "run the same command again to resume" in output, f"{name}:\n{output}"
         else:
