@@ -26,6 +26,8 @@ import random
 import sys
 from pathlib import Path
 
+from train_bench import _ci  # bench/ is on the path when this runs as a script
+
 from env.config import Settings
 from env.model import model_prompt_settings, prepare_model, serve, stop
 from judge.baseline import evaluate_policy
@@ -98,13 +100,6 @@ def _cpu() -> str:
         if line.startswith("model name"):
             return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
     return f"{os.cpu_count()} cores"
-
-
-def _ci(test: dict | None) -> str:
-    if not test:
-        return "n/a"
-    p = f"p={test['p_value']:.3f}" if test["p_value"] >= 0.001 else "p<0.001"
-    return f"{test['diff']:+.3f} [{test['ci_low']:+.3f}, {test['ci_high']:+.3f}] {p}"
 
 
 def report(runs: dict[str, Path], args: argparse.Namespace) -> str:

@@ -96,13 +96,13 @@ def run(
     settings = agent_settings(settings, settings.model)
     questions_path = questions or default_questions_path()
     db_path = db or settings.db_path
-    out_dir = out or default_out_dir(settings)
-    if policy is not None and policy not in POLICIES:
-        raise _fail(f"Unknown --policy {policy!r}: choose one of {', '.join(POLICIES)}.")
     if policy is not None:
+        if policy not in POLICIES:
+            raise _fail(f"Unknown --policy {policy!r}: choose one of {', '.join(POLICIES)}.")
         if not Path(db_path).is_file():
             raise _fail(f"No inbox DB at {db_path}: run inboxrl ingest first.")
-        out_dir = out or default_out_dir(settings.model_copy(update={"model": f"always-{policy}"}))
+        settings = settings.model_copy(update={"model": f"always-{policy}"})
+    out_dir = out or default_out_dir(settings)
     try:
         qs = load_questions(questions_path)
         if policy is not None:
