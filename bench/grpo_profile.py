@@ -11,7 +11,9 @@ RSS and torch thread count are its own), on the same questions, seed and startin
 - ``new``: the ``cpu`` preset's current defaults (``--new-set KEY=VALUE`` adds overrides).
 
 Each part of TRL's ``GRPOTrainer`` step is timed by wrapping its methods (exclusive time: a part
-nested in another counts only once): generation (``_generate_single_turn``, every turn), tool
+nested in another counts only once): generation (``_generate_single_turn``, every turn; with
+``generation = "server"``, ``train.rollout.ServerRollouts``: the rollouts on the run's vLLM server,
+tools included), weight_sync (merging the LoRA and reloading it into that server), tool
 execution (``train.env.InboxEnvironment._call``), reward and judge (``_calculate_rewards``),
 log-prob passes outside the loss (old / reference log-probs), forward (``_compute_loss``),
 backward (``Accelerator.backward``), optimizer (between the ``on_pre_optimizer_step`` and
@@ -42,8 +44,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 TRAIN_INBOXES = ["allen-p", "grigsby-m"]
-PARTS = ["generation", "tools", "reward", "logprobs", "forward", "backward", "optimizer", "other"]
-OLD = {"dtype": "float32", "cpu_threads": 0, "gradient_checkpointing": True}
+PARTS = [
+    "generation",
+    "weight_sync",
+    "tools",
+    "reward",
+    "logprobs",
+    "forward",
+    "backward",
+    "optimizer",
+    "other",
+]
+OLD = {"dtype": "float32", "cpu_threads": 0, "gradient_checkpointing": True, "generation": "trainer"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -143,6 +155,7 @@ class Profiler:
         self.steps: list[dict[str, Any]] = []
         self.step_started = time.perf_counter()
         self.optimizer_started = 0.0
+        self.server_rss_gb = 0.0  # peak RSS of the generation server's processes (server path)
 
     def enter(self, part: str) -> None:
         """Start timing ``part`` (nested parts are subtracted from it)."""
@@ -179,7 +192,9 @@ class Profiler:
                 result = original(*args, **kwargs)
             finally:
                 profiler.leave()
-            if label == "generation":
+            if label == "generation" and isinstance(result, dict):
+                profiler.count_server_generation(args[0], result)
+            elif label == "generation":
                 profiler.count_generation(args, result)
             return result
 
@@ -201,6 +216,23 @@ class Profiler:
         prefill = forward_flops(self.fpt, pad_len * rows, pad_len / 2, rows)
         decode = forward_flops(self.fpt, new * rows, pad_len + new / 2, new * rows)
         self.flops["generation"] += prefill + decode
+
+    def count_server_generation(self, rollouts: Any, result: dict[str, Any]) -> None:
+        """Tokens and FLOPs of one server generation batch (every turn's prompt is prefilled, no
+        prefix cache counted), and the server's RSS."""
+        from env.model import read_server_info
+
+        for traj in result["trajectory"]:
+            for turn in traj["turns"]:
+                prompt, new = len(turn.get("prompt_token_ids") or []), len(turn.get("token_ids") or [])
+                self.tokens["generation_prefill"] += prompt
+                self.tokens["generated"] += new
+                self.tokens["generate_calls"] += 1
+                self.flops["generation"] += forward_flops(self.fpt, prompt, prompt / 2, 1)
+                self.flops["generation"] += forward_flops(self.fpt, new, prompt + new / 2, new)
+        info = read_server_info(rollouts.server)
+        if info is not None:
+            self.server_rss_gb = max(self.server_rss_gb, _group_rss_gb(info.pid))
 
     def count_batch(self, output: dict[str, Any]) -> None:
         """Tokens of a scored generation batch: prompt, completion (tool results included), trained."""
@@ -252,6 +284,24 @@ class Profiler:
         self.step_started = time.perf_counter()
 
 
+def _group_rss_gb(pid: int) -> float:
+    """RSS of a process and its children now, in GB."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            continue
+    return total / 2**30
+
+
 def _maxrss_gb() -> float:
     """This process's peak RSS so far, in GB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -269,6 +319,7 @@ def run_child(args: argparse.Namespace) -> None:
     from train.env import InboxEnvironment
     from train.grpo import train_grpo
     from train.metrics import read_metrics
+    from train.rollout import ServerRollouts
 
     home = Path(args.home)
     overrides = {
@@ -297,6 +348,8 @@ def run_child(args: argparse.Namespace) -> None:
     )
 
     prof.wrap(GRPOTrainer, "_generate_single_turn", "generation")
+    prof.wrap(ServerRollouts, "__call__", "generation")
+    prof.wrap(ServerRollouts, "sync", "weight_sync")
     prof.wrap(InboxEnvironment, "_call", "tools")
     prof.wrap(GRPOTrainer, "_calculate_rewards", "reward")
     prof.wrap(GRPOTrainer, "_compute_loss", "forward")
@@ -377,6 +430,7 @@ def run_child(args: argparse.Namespace) -> None:
                 "cpu_threads": config.cpu_threads,
                 "torch_threads": torch.get_num_threads(),
                 "gradient_checkpointing": config.gradient_checkpointing,
+                "generation": config.generation,
                 "seed": config.seed,
                 "init_adapter": args.init_adapter,
             },
@@ -384,6 +438,7 @@ def run_child(args: argparse.Namespace) -> None:
             "steps_run": len(steps),
             "s_per_step": round(sum(s["wall_s"] for s in steps) / len(steps), 1),
             "peak_rss_gb": round(_maxrss_gb(), 2),
+            "server_peak_rss_gb": round(prof.server_rss_gb, 2) if prof.server_rss_gb else None,
             "parts": {p: round(sum(s["parts"][p] for s in steps) / len(steps), 2) for p in PARTS},
             "total_s": round(time.perf_counter() - started, 1),
             "per_step": steps,
@@ -446,9 +501,16 @@ def write_report(runs: list[dict], info: dict, command: str, out: Path = RESULTS
         rate = g[f"{'bfloat16' if c['resolved_bf16'] else 'float32'}_{min(c['torch_threads'], 2)}t"]
         lines += [
             f"## {run['path']} path: dtype {c['dtype']} (bf16: {c['resolved_bf16']}), "
-            f"{c['torch_threads']} torch thread(s), gradient checkpointing {c['gradient_checkpointing']}",
+            f"{c['torch_threads']} torch thread(s), gradient checkpointing {c['gradient_checkpointing']}, "
+            f"generation {c.get('generation', 'trainer')}",
             "",
-            f"{run['steps_run']} steps, {run['s_per_step']} s/step, peak RSS {run['peak_rss_gb']} GB. "
+            f"{run['steps_run']} steps, {run['s_per_step']} s/step, peak RSS {run['peak_rss_gb']} GB"
+            + (
+                f" (trainer; the generation server's processes peaked at {run['server_peak_rss_gb']} GB)"
+                if run.get("server_peak_rss_gb")
+                else ""
+            )
+            + ". "
             f"Floor = the part's estimated FLOPs at {rate} GFLOP/s (this path's dtype and threads).",
             "",
             "| part | s/step | share | GFLOP/step | floor (s) | x floor |",
@@ -456,7 +518,7 @@ def write_report(runs: list[dict], info: dict, command: str, out: Path = RESULTS
         ]
         steps = run["per_step"]
         for part in PARTS:
-            seconds = run["parts"][part]
+            seconds = run["parts"].get(part, 0.0)
             gflop = sum(s["gflop"].get(part, 0.0) for s in steps) / len(steps)
             floor = gflop / rate if gflop else 0.0
             lines.append(
@@ -473,6 +535,22 @@ def write_report(runs: list[dict], info: dict, command: str, out: Path = RESULTS
                 f"{_fmt(r.get('answered'))} |"
             )
         lines.append("")
+    variants = out / "grpo_profile_variants.json"
+    if variants.exists():
+        lines += [
+            "## Variants of the new path (separate runs, one after the other on the same machine)",
+            "",
+            "| variant | steps | s/step | generation | forward | backward | peak RSS (GB) | server (GB) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for run in json.loads(variants.read_text()):
+            p = run["parts"]
+            lines.append(
+                f"| {run['variant']} | {run['steps_run']} | {run['s_per_step']} | {p['generation']:.0f} | "
+                f"{p['forward']:.0f} | {p['backward']:.0f} | {run['peak_rss_gb']} | "
+                f"{run['server_peak_rss_gb']} |"
+            )
+        lines += ["", "Each row's command is in grpo_profile_variants.json.", ""]
     if len(runs) == 2:
         old, new = runs
         lines += [

@@ -150,6 +150,7 @@ async def arun_agent(
     max_turns: int | None = None,
     max_tokens: int | None = None,
     few_shot: bool | None = None,
+    record_tokens: bool = False,
 ) -> Trajectory:
     """Run the agent on one question and return its :class:`Trajectory` (never raises for model errors).
 
@@ -167,6 +168,8 @@ async def arun_agent(
     :param max_tokens: completion tokens per model call; default :data:`MAX_COMPLETION_TOKENS`.
     :param few_shot: include the worked example in the prompt (see :mod:`env.prompt`); default
         ``settings.few_shot``.
+    :param record_tokens: ask the server (vLLM) for each turn's prompt and sampled token ids and
+        the sampled tokens' log-probs, kept on the trajectory's turns (what GRPO trains on).
     """
     settings = settings or Settings()
     db = db if isinstance(db, sqlite_utils.Database) else open_db(db)
@@ -193,7 +196,15 @@ async def arun_agent(
     emit = _emitter(on_event)
     try:
         await _loop(
-            traj, tools, client, settings, max_turns, max_tokens or MAX_COMPLETION_TOKENS, emit, rollout
+            traj,
+            tools,
+            client,
+            settings,
+            max_turns,
+            max_tokens or MAX_COMPLETION_TOKENS,
+            emit,
+            rollout,
+            record_tokens=record_tokens,
         )
     finally:
         traj.duration_s = time.time() - traj.started
@@ -296,6 +307,8 @@ async def _loop(
     max_tokens: int,
     emit: Callable[[dict], Any],
     rollout: RolloutTrace | None,
+    *,
+    record_tokens: bool = False,
 ) -> None:
     schemas = tools.schemas()
     parameters = tool_parameters(schemas)
@@ -307,7 +320,7 @@ async def _loop(
         span = rollout.span("model", "chat", {"messages": traj.messages}) if rollout else None
         try:
             message, response = await _complete(
-                client, settings, traj.messages, schemas, max_tokens, turn, emit
+                client, settings, traj.messages, schemas, max_tokens, turn, emit, record_tokens
             )
         except _ModelFailure as exc:
             turn.latency_s = time.time() - turn.started
@@ -323,6 +336,8 @@ async def _loop(
         turn.completion_tokens = getattr(usage, "completion_tokens", None)
         turn.content = message.content
         turn.finish_reason = response.choices[0].finish_reason
+        if record_tokens:
+            _record_tokens(turn, response)
         calls, text = _parse_calls(message, parameters)
         turn.recovered_calls = sum(c.recovered and c.problem is None for c in calls)
         traj.reply = text
@@ -414,8 +429,12 @@ async def _complete(
     max_tokens: int,
     turn: Turn,
     emit: Callable[[dict], Any],
+    record_tokens: bool = False,
 ) -> tuple[Any, Any]:
     """One chat completion, retried with exponential backoff on timeouts, 5xx and dropped connections."""
+    extra: dict[str, Any] = {}
+    if record_tokens:
+        extra = {"logprobs": True, "extra_body": {"return_token_ids": True}}
     for attempt in range(settings.max_retries + 1):
         try:
             response = await client.chat.completions.create(
@@ -426,6 +445,7 @@ async def _complete(
                 temperature=settings.temperature,
                 max_tokens=max_tokens,
                 timeout=settings.timeout_s,
+                **extra,
             )
         except (openai.OpenAIError, ValueError) as exc:
             error = _describe(exc)
@@ -452,6 +472,19 @@ async def _complete(
             raise _ModelFailure(f"the endpoint returned no choices: {str(response)[:200]}", infra=False)
         return choices[0].message, response
     raise AssertionError("unreachable")
+
+
+def _record_tokens(turn: Turn, response: Any) -> None:
+    """Keep the token ids and sampled log-probs vLLM returned (``return_token_ids``, ``logprobs``)."""
+    choice = response.choices[0]
+    turn.prompt_token_ids = getattr(response, "prompt_token_ids", None)
+    turn.token_ids = getattr(choice, "token_ids", None)
+    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    turn.logprobs = [item.logprob for item in content] if content else None
+    if turn.prompt_token_ids is None or turn.token_ids is None:
+        raise ValueError(
+            "the endpoint returned no token ids: recording tokens needs a vLLM server (return_token_ids)"
+        )
 
 
 def _describe(exc: Exception) -> str:

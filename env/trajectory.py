@@ -41,6 +41,9 @@ class Turn:
     before this reply; ``error`` is set when the call failed for good and ended the rollout.
     ``recovered_calls`` counts the tool calls read from the reply's text (``env.toolcalls``)
     because the endpoint returned none in ``tool_calls``.
+    ``prompt_token_ids``, ``token_ids`` and ``logprobs`` (of the sampled tokens) are recorded only
+    when the rollout asked the server for them (``arun_agent(record_tokens=True)``, vLLM only):
+    GRPO trains on them.
     """
 
     index: int
@@ -54,6 +57,9 @@ class Turn:
     retries: list[str] = field(default_factory=list)
     error: str | None = None
     recovered_calls: int = 0
+    prompt_token_ids: list[int] | None = None
+    token_ids: list[int] | None = None
+    logprobs: list[float] | None = None
 
 
 @dataclass

@@ -101,11 +101,23 @@ def test_shipped_config_files_load() -> None:
         load_config(cls, "cpu", file)
 
 
+def test_micro_batch_rows_trains_rollouts_alone_with_the_same_step(tmp_path: Path) -> None:
+    c = InboxGRPOConfig(
+        device="cpu", use_vllm=False, questions_per_step=4, num_generations=4, micro_batch_rows=1
+    )
+    args = c.to_trl(tmp_path, device="cpu")
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (1, 16)
+    with pytest.raises(ValueError, match="does not divide the 16 rollouts"):
+        InboxGRPOConfig(
+            device="cpu", use_vllm=False, questions_per_step=4, num_generations=4, micro_batch_rows=3
+        )
+
+
 def test_to_trl_maps_groups_steps_and_turns(tmp_path: Path) -> None:
     c = load_config(InboxGRPOConfig, "cpu", overrides={"questions_per_step": 4, "max_turns": 3})
     args = c.to_trl(tmp_path, device="cpu")
-    assert args.per_device_train_batch_size == c.num_generations  # one question per micro-batch
-    assert args.gradient_accumulation_steps == 4
+    assert args.per_device_train_batch_size == 1  # micro_batch_rows: each rollout alone
+    assert args.gradient_accumulation_steps == 4 * c.num_generations
     assert args.max_tool_calling_iterations == 2
     assert args.use_cpu and args.bf16 == choose_dtype("cpu").bf16 and not args.use_vllm
     assert args.log_completions is False  # TRL 1.16 crashes logging tool rollouts
@@ -124,23 +136,45 @@ def test_every_field_has_help_and_a_group() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["train.config", "train.env", "train.registry", "train.sft", "train.retrain", "train.metrics"]
+    "module",
+    [
+        "train.config",
+        "train.env",
+        "train.registry",
+        "train.sft",
+        "train.retrain",
+        "train.metrics",
+        "train.rollout",
+    ],
 )
 def test_doctests(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module))
     assert result.failed == 0
 
 
-def test_cpu_preset_trains_on_one_bf16_thread_with_checkpointing(tmp_path: Path) -> None:
-    """The CPU path bench/grpo_profile.py measured: one torch thread, bf16 where the CPU has it,
-    gradient checkpointing kept (without it a 4-rollout micro-batch of ~2,500 positions needs
-    several GB of activations more)."""
+def test_cpu_preset_samples_on_a_server_and_trains_bf16_on_every_core(tmp_path: Path) -> None:
+    """The CPU path bench/grpo_profile.py measured: rollouts on the run's vLLM server, training on
+    torch's default threads (the server idles meanwhile), bf16 where the CPU has it, gradient
+    checkpointing kept (without it a 4-rollout micro-batch of ~2,500 positions needs several GB of
+    activations more)."""
     c = load_config(InboxGRPOConfig, "cpu")
-    assert (c.cpu_threads, c.dtype, c.gradient_checkpointing) == (1, "auto", True)
+    assert (c.generation, c.cpu_threads, c.dtype, c.gradient_checkpointing) == ("server", 0, "auto", True)
     assert c.to_trl(tmp_path, device="cpu").bf16 == choose_dtype("cpu").bf16
     # The profile's old path stays expressible as overrides.
-    old = load_config(InboxGRPOConfig, "cpu", overrides={"dtype": "float32", "cpu_threads": 0})
+    old = load_config(InboxGRPOConfig, "cpu", overrides={"dtype": "float32", "generation": "trainer"})
     assert old.to_trl(tmp_path, device="cpu").bf16 is False
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"generation": "remote"}, "not one of trainer, server"),
+        ({"generation": "server", "use_vllm": True, "device": "cuda"}, "set use_vllm=false"),
+    ],
+)
+def test_generation_backend_is_checked(overrides: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        InboxGRPOConfig(**overrides)
 
 
 def test_generate_in_autocast_samples_under_the_trainers_bf16_autocast() -> None:

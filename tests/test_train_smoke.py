@@ -166,3 +166,41 @@ def test_a_merged_adapter_gives_the_adapters_logits(
     assert torch.allclose(adapted, merged, atol=1e-4)
     assert (merged - base).abs().max() > 1e-3  # the adapter is in the weights
     assert merge_adapter(run.adapter_dir, merged_dir) == merged_dir  # an existing folder is kept
+
+
+@pytest.mark.vllm
+def test_grpo_with_server_rollouts_trains_through_a_vllm_server(
+    trained: Settings, embedded_model_dir: Path
+) -> None:
+    _invoke(
+        trained.home,
+        embedded_model_dir,
+        [
+            "train",
+            "grpo",
+            "--name",
+            "grpo-server",
+            "--init-adapter",
+            "sft-smoke",
+            "--set",
+            "generation=server",
+            "--set",
+            "max_turn_tokens=32",
+        ],
+    )
+    run = get_run(trained, "grpo-server")
+    assert run.config["generation"] == "server" and run.data["generation"] == "server"
+    folder = Path(run.path)
+    steps = [
+        m
+        for m in (json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines())
+        if "reward" in m
+    ]
+    assert [m["step"] for m in steps] == [1, 2]
+    assert all(m["inbox/infra_errors"] == 0 and m["completions/mean_length"] > 0 for m in steps)
+    assert (folder / "generation" / "weights" / "model.safetensors").is_file()
+    assert not (folder / "generation" / "run" / "vllm.json").exists()  # the run's server is stopped
+    assert (
+        _lora_weights(run.adapter_dir).keys()
+        == _lora_weights(get_run(trained, "sft-smoke").adapter_dir).keys()
+    )

@@ -199,6 +199,12 @@ class InboxGRPOConfig(_TrainFields):
     questions_per_micro_batch: int = _f(
         1, "Questions per forward/backward pass; the rest is gradient accumulation.", "GRPO"
     )
+    micro_batch_rows: int = _f(
+        0,
+        "Rollouts per forward/backward pass (0 = questions_per_micro_batch x num_generations). "
+        "1 trains each rollout alone: no padding and the least memory.",
+        "GRPO",
+    )
     learning_rate: float = _f(1.2e-5, "AdamW learning rate.", "GRPO")
     num_epochs: float = _f(2.0, "Passes over the training questions (ignored when max_steps > 0).", "GRPO")
     max_steps: int = _f(-1, "Stop after this many optimizer steps (-1 = use num_epochs).", "GRPO")
@@ -235,6 +241,13 @@ class InboxGRPOConfig(_TrainFields):
     vllm_gpu_memory_utilization: float = _f(
         0.35, "Share of GPU memory the colocated vLLM may take.", "Generation backend"
     )
+    generation: str = _f(
+        "trainer",
+        "Without use_vllm: 'trainer' samples with transformers generate inside TRL; 'server' starts "
+        "a vLLM server for the run, reloads the merged policy into it each step and samples through "
+        "the serving loop (train.rollout; several times faster on a CPU).",
+        "Generation backend",
+    )
 
     def __post_init__(self) -> None:
         self._check_common()
@@ -242,6 +255,12 @@ class InboxGRPOConfig(_TrainFields):
             raise ValueError(
                 f"num_generations={self.num_generations}: GRPO compares rollouts of the same question, "
                 "so set num_generations >= 2."
+            )
+        rows = self.questions_per_step * self.num_generations
+        if self.micro_batch_rows < 0 or (self.micro_batch_rows and rows % self.micro_batch_rows):
+            raise ValueError(
+                f"micro_batch_rows={self.micro_batch_rows} does not divide the {rows} rollouts of a step "
+                "(questions_per_step x num_generations); pick a divisor, or 0."
             )
         if self.questions_per_micro_batch < 1 or self.questions_per_step % self.questions_per_micro_batch:
             raise ValueError(
@@ -262,6 +281,10 @@ class InboxGRPOConfig(_TrainFields):
             raise ValueError("Nothing to train: set max_steps > 0, or max_steps=-1 with num_epochs > 0.")
         if self.scale_rewards not in ("group", "batch", "none"):
             raise ValueError(f"scale_rewards={self.scale_rewards!r} is not one of group, batch, none.")
+        if self.generation not in ("trainer", "server"):
+            raise ValueError(f"generation={self.generation!r} is not one of trainer, server.")
+        if self.generation == "server" and self.use_vllm:
+            raise ValueError("generation='server' replaces TRL's vLLM generation: set use_vllm=false.")
         if self.use_vllm and self.device == "cpu":
             raise ValueError(
                 "TRL's vLLM generation needs a CUDA GPU; on CPU set use_vllm=False (transformers generation)."
@@ -270,12 +293,12 @@ class InboxGRPOConfig(_TrainFields):
     @property
     def micro_batch_size(self) -> int:
         """Sequences per forward/backward pass."""
-        return self.questions_per_micro_batch * self.num_generations
+        return self.micro_batch_rows or self.questions_per_micro_batch * self.num_generations
 
     @property
     def gradient_accumulation_steps(self) -> int:
         """Micro-batches per optimizer step."""
-        return self.questions_per_step // self.questions_per_micro_batch
+        return self.questions_per_step * self.num_generations // self.micro_batch_size
 
     def to_trl(self, output_dir: Path, *, device: str) -> Any:
         """The ``trl.GRPOConfig`` for these settings on ``device`` (``cpu`` or ``cuda``)."""
@@ -409,9 +432,13 @@ GRPO_PRESETS: dict[str, dict[str, Any]] = {
         "max_turn_tokens": 256,
         "temperature": 0.3,
         "save_steps": 5,
-        # One AMX bf16 thread (dtype auto) beats two beside any other busy process, and generation
-        # runs in bf16 too (train.grpo.generate_in_autocast): bench/results/grpo_profile.md.
-        "cpu_threads": 1,
+        # Rollouts sampled by a vLLM server the run starts (train.rollout), not transformers generate;
+        # the server idles while the trainer computes, so training takes every core (torch's
+        # default): 2 threads trained 1.5x faster than 1 here (bench/results/grpo_profile.md).
+        "generation": "server",
+        "cpu_threads": 0,
+        # Each rollout trained alone: no padding, and half the peak memory of 4-rollout micro-batches.
+        "micro_batch_rows": 1,
     },
     "smoke": {
         "device": "cpu",

@@ -253,15 +253,21 @@ def make_reward(settings: Settings, reward_config: Any = None) -> Callable[..., 
     from judge.reward import compute_reward
 
     def inbox_reward(
-        prompts: list, completions: list, environments: list[InboxEnvironment], log_metric: Callable, **_: Any
+        prompts: list,
+        completions: list,
+        log_metric: Callable,
+        environments: list[InboxEnvironment] | None = None,
+        trajectory: list[dict] | None = None,
+        question_json: list[str] | None = None,
+        **_: Any,
     ) -> list[float | None]:
         rewards: list[float | None] = []
-        verdicts, trajectories, errors = [], [], 0
-        for prompt, completion, environment in zip(prompts, completions, environments, strict=True):
-            run_last_turn(environment, completion)
-            traj = to_trajectory(environment, prompt, completion)
-            q = environment.question
-            assert q is not None
+        verdicts, trajectories, errors, infra = [], [], 0, 0
+        for traj, q, db in _rollouts(prompts, completions, environments, trajectory, question_json, settings):
+            if traj.infra_error:  # the server's trouble, not the model's: no reward, left out
+                infra += 1
+                rewards.append(None)
+                continue
             verdict = None
             if traj.ended == "answered":
                 try:
@@ -272,7 +278,7 @@ def make_reward(settings: Settings, reward_config: Any = None) -> Callable[..., 
                     errors += 1
                     rewards.append(None)
                     continue
-            breakdown = compute_reward(traj, verdict, q, reward_config, db=environment.db)
+            breakdown = compute_reward(traj, verdict, q, reward_config, db=db)
             rewards.append(float(breakdown.total))
             verdicts.append(breakdown.outcome)
             trajectories.append(traj)
@@ -281,9 +287,39 @@ def make_reward(settings: Settings, reward_config: Any = None) -> Callable[..., 
         for name, value in batch_metrics(trajectories, verdicts).items():
             log_metric(name, value)
         log_metric("inbox/judge_errors", float(errors))
+        log_metric("inbox/infra_errors", float(infra))
         return rewards
 
     return inbox_reward
+
+
+def _rollouts(
+    prompts: list,
+    completions: list,
+    environments: list[InboxEnvironment] | None,
+    trajectories: list[dict] | None,
+    question_json: list[str] | None,
+    settings: Settings,
+) -> list[tuple[Trajectory, Question, Any]]:
+    """Each rollout's trajectory, question and inbox DB: from the rollout function's trajectories
+    (server generation, ``train.rollout``; the DB of ``settings``), else rebuilt from TRL's
+    environments (each one's DB)."""
+    if trajectories is not None:
+        if question_json is None:
+            raise ValueError("server rollouts need the dataset's question_json column")
+        db = open_db(settings.db_path)
+        return [
+            (Trajectory.from_dict(t), Question.from_dict(json.loads(q)), db)
+            for t, q in zip(trajectories, question_json, strict=True)
+        ]
+    if environments is None:
+        raise ValueError("the GRPO reward needs TRL's environments or the rollouts' trajectories")
+    out = []
+    for prompt, completion, environment in zip(prompts, completions, environments, strict=True):
+        run_last_turn(environment, completion)
+        assert environment.question is not None
+        out.append((to_trajectory(environment, prompt, completion), environment.question, environment.db))
+    return out
 
 
 def batch_metrics(trajectories: list[Trajectory], outcomes: list[str]) -> dict[str, float]:

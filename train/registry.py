@@ -85,17 +85,10 @@ def run_dir(settings: Settings, name: str) -> Path:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON to ``path`` all at once (``judge.evaluate.write_atomic``: temp file, ``os.replace``)."""
+    from judge.evaluate import write_atomic
+
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def register_run(
