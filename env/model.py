@@ -566,10 +566,12 @@ def server_command(
     return cmd + list(extra_args)
 
 
-def _server_env(gpu: bool, api_key: str) -> dict[str, str]:
+def _server_env(gpu: bool, api_key: str, dev_routes: bool = False) -> dict[str, str]:
     env = dict(os.environ)
     env["VLLM_API_KEY"] = api_key
     env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+    if dev_routes:  # /collective_rpc, /reset_prefix_cache...: behind the key like every route
+        env["VLLM_SERVER_DEV_MODE"] = "1"
     env["HF_HUB_OFFLINE"] = "1"
     if not gpu:
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GB)
@@ -592,6 +594,7 @@ def serve(
     *,
     extra_args: Sequence[str] = (),
     progress: bool = True,
+    dev_routes: bool = False,
 ) -> ServerInfo:
     """Start vLLM's OpenAI-compatible server in the background and wait until it answers.
 
@@ -602,6 +605,8 @@ def serve(
         with `load_adapter`.
     :param extra_args: passed to vLLM as is (e.g. ``["--tensor-parallel-size", "2"]`` on GPUs).
     :param progress: show a spinner while waiting.
+    :param dev_routes: also mount vLLM's development routes (``/collective_rpc``, e.g. to reload
+        weights in place, and ``/reset_prefix_cache``), behind the API key like every route.
     :returns: the running server. Its log is ``<run_dir>/vllm.log``; `stop` ends it. Every request to
         it needs its API key: ``settings.api_key`` if set (not ``EMPTY``) and ``settings.base_url`` is this
         server, else a random key made for this start. The key is saved in ``<run_dir>/vllm.json`` (0600),
@@ -639,7 +644,7 @@ def serve(
     with private_file(log_path).open("wb") as log:
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=_server_env(gpu, api_key), start_new_session=True,
+            env=_server_env(gpu, api_key, dev_routes), start_new_session=True,
         )  # fmt: skip
     info = ServerInfo(
         pid=proc.pid,
@@ -827,18 +832,28 @@ def served_models(settings: Settings) -> list[str]:
     return [m["id"] for m in r.json().get("data", [])]
 
 
-def _lora_request(settings: Settings, route: str, payload: dict) -> str:
-    url = f"{settings.base_url.rstrip('/')}/{route}"
+def post_to_server(
+    settings: Settings, route: str, payload: dict | None, *, root: bool = False, hint_404: str = ""
+) -> str:
+    """POST ``payload`` to ``route`` of the server at ``settings.base_url`` with its key; the reply text.
+
+    :param root: the route hangs off the server's root, not ``/v1`` (vLLM's development routes).
+    :param hint_404: added to the error when the server has no such route.
+    :raises ModelError: unreachable, or any status but 200.
+    """
+    base = settings.base_url.rstrip("/")
+    url = f"{base.removesuffix('/v1') if root else base}/{route}"
     try:
         r = httpx.post(url, json=payload, headers=_headers(settings.api_key), timeout=settings.timeout_s)
     except httpx.HTTPError as e:
         raise ModelError(f"Cannot reach {url}: {e}") from e
     if r.status_code != 200:
-        hint = ""
-        if r.status_code == 404:
-            hint = " (start the server with `inboxrl model serve`: it enables runtime LoRA updates)"
+        hint = hint_404 if r.status_code == 404 else ""
         raise ModelError(f"{route} failed ({r.status_code}): {r.text.strip()[:500]}{hint}")
     return r.text.strip()
+
+
+LORA_HINT = " (start the server with `inboxrl model serve`: it enables runtime LoRA updates)"
 
 
 def load_adapter(settings: Settings, name: str, path: str | Path | None = None) -> str:
@@ -850,12 +865,13 @@ def load_adapter(settings: Settings, name: str, path: str | Path | None = None) 
     """
     folder = Path(path) if path is not None else settings.runs_dir / name / "adapter"
     folder = _check_adapter_dir(name, folder)
-    return _lora_request(settings, "load_lora_adapter", {"lora_name": name, "lora_path": str(folder)})
+    payload = {"lora_name": name, "lora_path": str(folder)}
+    return post_to_server(settings, "load_lora_adapter", payload, hint_404=LORA_HINT)
 
 
 def unload_adapter(settings: Settings, name: str) -> str:
     """Unload a LoRA adapter from the running server; returns the server's reply."""
-    return _lora_request(settings, "unload_lora_adapter", {"lora_name": name})
+    return post_to_server(settings, "unload_lora_adapter", {"lora_name": name}, hint_404=LORA_HINT)
 
 
 def make_client(settings: Settings) -> openai.AsyncOpenAI:

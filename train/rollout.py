@@ -182,20 +182,13 @@ def generation_server(settings: Settings, base_model: str | Path, folder: Path) 
         }
     )
     server.base_url = f"http://{server.serve_host}:{server.serve_port}/v1"
-    previous = os.environ.get("VLLM_SERVER_DEV_MODE")
-    os.environ["VLLM_SERVER_DEV_MODE"] = "1"
     try:
-        serve(server, Path(base_model), progress=False)
+        serve(server, Path(base_model), progress=False, dev_routes=True)
     except ServerStartError as e:
         raise ServerStartError(
             f"The run's generation server did not start ({e}). Train with TRL's own generation "
             "instead: --set generation=trainer"
         ) from e
-    finally:
-        if previous is None:
-            os.environ.pop("VLLM_SERVER_DEV_MODE", None)
-        else:
-            os.environ["VLLM_SERVER_DEV_MODE"] = previous
     try:
         yield server
     finally:
@@ -238,13 +231,15 @@ class ServerRollouts:
         """Write the policy's merged weights and have the server reload them in place."""
         from safetensors.torch import save_file
 
+        from env.model import post_to_server
+
         self.weights_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.weights_dir / (WEIGHTS_FILE + ".tmp")
         save_file(merged_state_dict(model, self.dtype), str(tmp), metadata={"format": "pt"})
         os.replace(tmp, self.weights_dir / WEIGHTS_FILE)
         reload = {"method": "reload_weights", "kwargs": {"weights_path": str(self.weights_dir)}}
-        _post(self.server, "collective_rpc", reload)
-        _post(self.server, "reset_prefix_cache", None)
+        post_to_server(self.server, "collective_rpc", reload, root=True)
+        post_to_server(self.server, "reset_prefix_cache", None, root=True)
 
     def __call__(self, prompts: list[list[dict]], trainer: Any) -> dict[str, list]:
         """Sample one rollout per prompt (TRL already repeats each prompt ``num_generations`` times)."""
@@ -293,22 +288,3 @@ class ServerRollouts:
 def prompt_key(messages: list[dict]) -> str:
     """A prompt's identity: its messages as canonical JSON."""
     return json.dumps(messages, sort_keys=True, ensure_ascii=False)
-
-
-def _post(server: Settings, route: str, payload: dict | None) -> None:
-    import httpx
-
-    from env.model import ModelError
-
-    url = f"{server.base_url.removesuffix('/').removesuffix('/v1')}/{route}"
-    try:
-        r = httpx.post(
-            url,
-            json=payload,
-            headers={"Authorization": f"Bearer {server.api_key}"},
-            timeout=server.timeout_s,
-        )
-    except httpx.HTTPError as e:
-        raise ModelError(f"Cannot reach the generation server at {url}: {e}") from e
-    if r.status_code != 200:
-        raise ModelError(f"{route} on the generation server failed ({r.status_code}): {r.text[:300]}")
