@@ -188,6 +188,8 @@ def test_grpo_with_server_rollouts_trains_through_a_vllm_server(
             "max_turn_tokens=32",
             "--set",
             "max_steps=1",
+            "--set",
+            "validation_questions=2",
         ],
     )
     run = get_run(trained, "grpo-server")
@@ -206,3 +208,14 @@ def test_grpo_with_server_rollouts_trains_through_a_vllm_server(
         _lora_weights(run.adapter_dir).keys()
         == _lora_weights(get_run(trained, "sft-smoke").adapter_dir).keys()
     )
+    # two questions held out; the start (step 0) and step 1 answered them; adapter/ is the pick
+    held_out = [json.loads(x)["id"] for x in (folder / "validation.jsonl").read_text().splitlines()]
+    assert len(held_out) == 2 and not set(held_out) & set(run.data["question_ids"])
+    selection = json.loads((folder / "selection.json").read_text())
+    assert [c["step"] for c in selection["candidates"]] == [0, 1]
+    assert all(c["reward"] is not None and c["infra_failures"] == 0 for c in selection["candidates"])
+    start = get_run(trained, "sft-smoke").adapter_dir
+    picked = {0: start, 1: folder / "adapter-last"}[selection["picked_step"]]
+    weights = "adapter_model.safetensors"
+    assert (run.adapter_dir / weights).read_bytes() == (Path(picked) / weights).read_bytes()
+    assert run.data["selection"]["picked_step"] == selection["picked_step"]

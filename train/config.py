@@ -220,6 +220,17 @@ class InboxGRPOConfig(_TrainFields):
         "GRPO",
     )
     filter_samples: int = _f(4, "Rollouts per question used by filter_questions.", "GRPO")
+    validation_questions: int = _f(
+        0,
+        "Questions (unanswerable ones included) held out of training, drawn with the seed, written to "
+        "the run's validation.jsonl. After training, each checkpoint (and the starting adapter) "
+        "answers them and the run's adapter/ becomes the one with the best mean reward whose "
+        "hallucination rate is at most hallucination_ceiling (train.select).",
+        "GRPO",
+    )
+    hallucination_ceiling: float = _f(
+        0.2, "Highest validation hallucination rate a selected checkpoint may have.", "GRPO"
+    )
 
     # > Rollouts
     max_turns: int = _f(10, "Model turns per rollout (tool calls + final answer).", "Rollouts")
@@ -269,6 +280,10 @@ class InboxGRPOConfig(_TrainFields):
             )
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate={self.learning_rate}: set a positive learning rate.")
+        if self.validation_questions < 0:
+            raise ValueError(f"validation_questions={self.validation_questions}: hold out 0 or more.")
+        if not 0 <= self.hallucination_ceiling <= 1:
+            raise ValueError(f"hallucination_ceiling={self.hallucination_ceiling}: set a rate in [0, 1].")
         if self.beta < 0:
             raise ValueError(f"beta={self.beta}: the KL coefficient must be >= 0 (0 disables it).")
         if self.temperature <= 0:

@@ -11,7 +11,9 @@ fsdp1/2, multi_gpu), never a home-made launcher. Each rollout runs the serving t
 (``train.env``); its reward is ``judge.compute_reward``.
 Checkpoints go to ``<runs_dir>/<name>/checkpoints`` every ``save_steps``; rerunning the same
 command resumes from the newest one. Metrics go to ``metrics.jsonl`` and ``training.png``; the
-final adapter to ``adapter/`` (register it with ``train.registry.register_run``).
+final adapter to ``adapter/`` (register it with ``train.registry.register_run``). With
+``validation_questions`` > 0 those questions are held out, and after training ``adapter/`` becomes
+the checkpoint picked on them (``train.select``: best mean reward under a hallucination ceiling).
 
 How this differs from ART·E's GRPO (OpenPipe ART):
 1. TRL's loss (``loss_type``, default ``dapo``: token-level normalisation), not ART's.
@@ -30,7 +32,7 @@ import functools
 from typing import Any
 
 from env.config import Settings
-from synth_data.questions import Question
+from synth_data.questions import Question, save_questions
 from train.config import InboxGRPOConfig
 from train.env import InboxEnvironment, build_dataset, make_reward, use_serving_tool_schemas
 from train.loading import (
@@ -41,6 +43,7 @@ from train.loading import (
     load_policy,
     load_tokenizer,
     prepare_run_dir,
+    split_validation,
     train_and_save,
     training_questions,
     with_unanswerables,
@@ -48,6 +51,7 @@ from train.loading import (
 from train.metrics import make_callback
 from train.registry import new_run_name, write_json_atomic
 from train.rollout import GENERATION_DIR, ServerRollouts, generation_server
+from train.select import VALIDATION, select_checkpoint
 
 
 def train_grpo(
@@ -86,6 +90,9 @@ def train_grpo(
     if questions is not None:
         selected = questions
     selected = with_unanswerables(settings, config, selected)
+    selected, validation = split_validation(selected, config.validation_questions, config.seed)
+    if validation:
+        save_questions(folder / VALIDATION, validation)
     filtered: dict[str, Any] = {}
     if config.filter_questions:
         selected, filtered = filter_questions(settings, config, selected)
@@ -129,7 +136,7 @@ def train_grpo(
             use_serving_tool_schemas(trainer)
             if device == "cpu" and trainer.args.bf16:
                 generate_in_autocast(trainer)
-        return train_and_save(
+        result = train_and_save(
             trainer,
             folder,
             name=name,
@@ -141,12 +148,18 @@ def train_grpo(
             n_questions=len(selected),
             data={
                 "question_ids": [q.id for q in selected],
+                "validation_ids": [q.id for q in validation],
                 "inboxes": sorted({q.inbox_key for q in selected}),
                 "filter": {k: v for k, v in filtered.items() if k != "outcomes"},
                 "generation": config.generation,
                 "drifted_turns": rollouts.drift if rollouts else None,
             },
         )
+    if validation:  # after the generation server has stopped: selection starts its own
+        selection = select_checkpoint(settings, folder, ceiling=config.hallucination_ceiling)
+        result.data["selection"] = {k: v for k, v in selection.items() if k != "candidates"}
+        write_json_atomic(folder / "result.json", result.to_dict())
+    return result
 
 
 def generate_in_autocast(trainer: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -96,6 +97,23 @@ def with_unanswerables(settings: Settings, config: _TrainFields, questions: list
         open_db(settings.db_path), questions, config.unanswerable_share, seed=config.seed
     )
     return mixed
+
+
+def split_validation(questions: list[Question], n: int, seed: int) -> tuple[list[Question], list[Question]]:
+    """``(train, validation)``: ``n`` questions drawn with ``seed`` held out, the rest kept in order.
+
+    The same questions and seed give the same split, so a resumed run trains on the same set.
+    """
+    if n <= 0:
+        return questions, []
+    if n >= len(questions):
+        raise ValueError(
+            f"validation_questions={n} would leave nothing to train on ({len(questions)} questions): "
+            "hold out fewer."
+        )
+    held = set(random.Random(seed).sample(range(len(questions)), n))
+    train = [q for i, q in enumerate(questions) if i not in held]
+    return train, [q for i, q in enumerate(questions) if i in held]
 
 
 def load_tokenizer(base_model: str) -> Any:

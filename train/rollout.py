@@ -195,6 +195,22 @@ def generation_server(settings: Settings, base_model: str | Path, folder: Path) 
         stop(server)
 
 
+def write_weights(server: Settings, state_dict: dict[str, Any], weights_dir: Path) -> None:
+    """Save ``state_dict`` to ``weights_dir`` and have the generation server reload it in place
+    (then drop its prefix cache: cached prompts were computed by the old weights)."""
+    from safetensors.torch import save_file
+
+    from env.model import post_to_server
+
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    tmp = weights_dir / (WEIGHTS_FILE + ".tmp")
+    save_file(state_dict, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, weights_dir / WEIGHTS_FILE)
+    reload = {"method": "reload_weights", "kwargs": {"weights_path": str(weights_dir)}}
+    post_to_server(server, "collective_rpc", reload, root=True)
+    post_to_server(server, "reset_prefix_cache", None, root=True)
+
+
 class ServerRollouts:
     """TRL's ``rollout_func``: sample a generation batch on the run's vLLM server (see the module doc).
 
@@ -229,17 +245,7 @@ class ServerRollouts:
 
     def sync(self, model: Any) -> None:
         """Write the policy's merged weights and have the server reload them in place."""
-        from safetensors.torch import save_file
-
-        from env.model import post_to_server
-
-        self.weights_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.weights_dir / (WEIGHTS_FILE + ".tmp")
-        save_file(merged_state_dict(model, self.dtype), str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, self.weights_dir / WEIGHTS_FILE)
-        reload = {"method": "reload_weights", "kwargs": {"weights_path": str(self.weights_dir)}}
-        post_to_server(self.server, "collective_rpc", reload, root=True)
-        post_to_server(self.server, "reset_prefix_cache", None, root=True)
+        write_weights(self.server, merged_state_dict(model, self.dtype), self.weights_dir)
 
     def __call__(self, prompts: list[list[dict]], trainer: Any) -> dict[str, list]:
         """Sample one rollout per prompt (TRL already repeats each prompt ``num_generations`` times)."""

@@ -1,4 +1,4 @@
-"""`inboxrl train sft|grpo|config`, `inboxrl retrain`, `inboxrl runs`: training and the adapter registry."""
+"""`inboxrl train sft|grpo|select|config`, `inboxrl retrain`, `inboxrl runs`: training and the registry."""
 
 from __future__ import annotations
 
@@ -126,6 +126,29 @@ def grpo(
     """LoRA GRPO on the inbox environment (judge reward), then register the adapter."""
     options = {"questions": str(questions) if questions else None, "inboxes": inbox, "max_steps": max_steps}
     _train("grpo", preset, config, set_, {**options, "init_adapter": init_adapter}, name=name, resume=resume)
+
+
+@app.command("select")
+def select(
+    name: Annotated[str, typer.Argument(help="The GRPO run (trained with validation_questions > 0).")],
+    ceiling: Annotated[
+        float, typer.Option(help="Highest validation hallucination rate the pick may have.")
+    ] = 0.2,
+    every: Annotated[int, typer.Option(help="Evaluate every N-th checkpoint (the last always).")] = 1,
+) -> None:
+    """Pick the run's checkpoint to release on its validation questions; it becomes the run's adapter.
+
+    GRPO does this itself at the end of a run with validation questions: rerun it for another ceiling.
+    """
+    from train.registry import run_dir
+    from train.select import SelectionError, format_selection, select_checkpoint
+
+    settings = Settings()
+    try:
+        result = select_checkpoint(settings, run_dir(settings, name), ceiling=ceiling, every=every)
+    except (SelectionError, LookupError, FileNotFoundError, ValueError) as e:
+        raise _fail(e) from e
+    typer.echo(format_selection(result))
 
 
 @app.command("config")
