@@ -112,12 +112,13 @@ def train(
 
     settings = Settings(home=home, db=data["db"])
     sft_adapter = str(home / "runs" / "sft-bench" / "adapter")
+    grpo_start = str(home / "runs" / f"{args.grpo_from}-bench" / "adapter")
     self_extra = {"init_adapter": sft_adapter, "source": "qa+teacher", "relabel_wrong": True}
     out = {}
     for stage, cls, file, extra in (
         ("sft", InboxSFTConfig, "sft-cpu.toml", {}),
-        ("grpo", InboxGRPOConfig, "grpo-cpu-bench.toml", {"init_adapter": sft_adapter}),
         ("self", InboxSFTConfig, "sft-cpu.toml", self_extra),
+        ("grpo", InboxGRPOConfig, "grpo-cpu-bench.toml", {"init_adapter": grpo_start}),
     ):
         result_file = home / "runs" / f"{stage}-bench" / "result.json"
         if result_file.exists():  # trained earlier, here or on another machine (see the docstring)
@@ -200,13 +201,22 @@ def _device_name(device: str) -> str:
     return f"CPU, {os.cpu_count()} cores"
 
 
-MODELS = ("always-idk", "base", "previous", "sft", "sft+grpo", "sft+self")
+MODELS = ("always-idk", "base", "previous", "sft", "sft+grpo", "sft+self", "sft+self+grpo")
 SHIPPED_EXAMPLES_FROM = 82  # shipped questions asked of a released model to pick its demo examples (all)
 SHIPPED_CONCURRENCY = 1
 """The shipped questions are asked one at a time, as `inboxrl ask` and the app ask them: batched with
 others, a bf16 greedy decode of the 135M model parts ways (an example answered in the batched eval
 was declined in the app)."""
-RUN_OF = {"sft": "sft-bench", "sft+grpo": "grpo-bench", "sft+self": "self-bench"}
+RUN_OF = {
+    "sft": "sft-bench",
+    "sft+grpo": "grpo-bench",
+    "sft+self": "self-bench",
+    "sft+self+grpo": "grpo-bench",
+}
+"""``sft+grpo`` and ``sft+self+grpo`` are the one GRPO run, named by where it started (``--grpo-from``)."""
+BASELINES = ("always-idk", "base", "previous", "sft+self")
+"""Each model is compared with these (when evaluated): the trivial policy, the untrained model, the
+adapter released before and the R-Tuning adapter GRPO may start from."""
 TEST_SETS = ("test-llm", "test-template")
 METRICS = (
     ("accuracy", "accuracy"),
@@ -280,7 +290,7 @@ def evaluate_all(
     done = [x for x in labels if all((out(s, x) / "summary.json").exists() for s in test_sets)]
     comparisons = {}
     for test_set in test_sets:
-        for baseline in ("always-idk", "base", "previous"):
+        for baseline in BASELINES:
             if baseline in done and len(done) > 1:
                 order = [baseline, *(x for x in done if x != baseline)]
                 comparisons[f"{test_set} vs {baseline}"] = compare([out(test_set, x) for x in order])
@@ -435,6 +445,39 @@ def _self_lines(result: dict | None) -> list[str]:
     ]
 
 
+def _grpo_lines(result: dict | None, args: argparse.Namespace) -> list[str]:
+    """What the GRPO stage ran and, with validation questions, the checkpoint it picked on them."""
+    if not result:
+        return []
+    run = args.home / "runs" / "grpo-bench"
+    cfg = json.loads((run / "train.json").read_text())["config"]
+    label = "sft+self+grpo" if args.grpo_from == "self" else "sft+grpo"
+    lines = [
+        f"GRPO stage (`{label}`): from the {args.grpo_from} adapter, {result.get('steps')} steps of "
+        f"{cfg['questions_per_step']} questions x {cfg['num_generations']} rollouts (temperature "
+        f"{cfg['temperature']}, {cfg['max_turns']} turns, learning rate {cfg['learning_rate']}, "
+        f"generation {cfg.get('generation', 'trainer')}), {result.get('n_questions')} training questions "
+        "(unanswerable share included), reward table unchanged (`judge.compute_reward`).",
+        "",
+    ]
+    selection_file = run / "selection.json"
+    if selection_file.exists():
+        from train.select import format_selection
+
+        selection = json.loads(selection_file.read_text())
+        lines += [
+            f"Checkpoint pick on the {selection['n_questions']} validation questions held out of GRPO's "
+            f"training set (`validation_questions`; step 0 is the starting adapter; greedy, "
+            f"{cfg['max_turns']} turns): the released `{label}` adapter is the pick.",
+            "",
+            "```",
+            format_selection(selection),
+            "```",
+            "",
+        ]
+    return lines
+
+
 def write_report(trained: dict, comparisons: dict, args: argparse.Namespace) -> None:
     from train.metrics import plot_metrics, read_metrics
 
@@ -477,6 +520,7 @@ def write_report(trained: dict, comparisons: dict, args: argparse.Namespace) -> 
         "(10,000 resamples) and two-sided p-value.",
         "",
         *_self_lines(trained.get("self")),
+        *_grpo_lines(trained.get("grpo"), args),
         *(
             [
                 "`previous` is the adapter released before this run, its evaluation copied from "
@@ -684,6 +728,12 @@ def main() -> None:
     parser.add_argument("--test-per-inbox", type=int, default=5, help="Template pairs per held-out inbox.")
     parser.add_argument("--sft-steps", type=int, default=40, help="-1: the config's num_epochs.")
     parser.add_argument("--grpo-steps", type=int, default=10)
+    parser.add_argument(
+        "--grpo-from",
+        choices=("sft", "self"),
+        default="sft",
+        help="GRPO starts from this stage's adapter (its model is then sft+grpo or sft+self+grpo).",
+    )
     parser.add_argument("--sft-set", action="append", default=[], help="SFT config KEY=VALUE (repeatable).")
     parser.add_argument("--grpo-set", action="append", default=[], help="GRPO config KEY=VALUE (repeatable).")
     parser.add_argument("--self-steps", type=int, default=20, help="Steps of the self stage (R-Tuning).")
