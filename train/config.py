@@ -231,6 +231,9 @@ class InboxGRPOConfig(_TrainFields):
     hallucination_ceiling: float = _f(
         0.2, "Highest validation hallucination rate a selected checkpoint may have.", "GRPO"
     )
+    selection_every: int = _f(
+        1, "Evaluate every N-th saved step for the pick (the start and the last always).", "GRPO"
+    )
 
     # > Rollouts
     max_turns: int = _f(10, "Model turns per rollout (tool calls + final answer).", "Rollouts")
@@ -282,6 +285,8 @@ class InboxGRPOConfig(_TrainFields):
             raise ValueError(f"learning_rate={self.learning_rate}: set a positive learning rate.")
         if self.validation_questions < 0:
             raise ValueError(f"validation_questions={self.validation_questions}: hold out 0 or more.")
+        if self.selection_every < 1:
+            raise ValueError(f"selection_every={self.selection_every}: evaluate every 1st step or more.")
         if not 0 <= self.hallucination_ceiling <= 1:
             raise ValueError(f"hallucination_ceiling={self.hallucination_ceiling}: set a rate in [0, 1].")
         if self.beta < 0:

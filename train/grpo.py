@@ -156,9 +156,10 @@ def train_grpo(
             },
         )
     if validation:  # after the generation server has stopped: selection starts its own
-        selection = select_checkpoint(settings, folder, ceiling=config.hallucination_ceiling)
+        selection = select_checkpoint(
+            settings, folder, ceiling=config.hallucination_ceiling, every=config.selection_every
+        )
         result.data["selection"] = {k: v for k, v in selection.items() if k != "candidates"}
-        write_json_atomic(folder / "result.json", result.to_dict())
     return result
 
 

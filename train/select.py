@@ -131,7 +131,8 @@ def select_checkpoint(
     :param every: evaluate every ``every``-th checkpoint (the start and the last always).
     :param max_turns: model turns per validation rollout (default: the run's ``max_turns``).
 
-    Needs ``result.json`` (a finished run). Returns what ``selection.json`` holds.
+    Needs ``result.json`` (a finished run), whose ``data.selection`` gets the pick and why. Returns
+    what ``selection.json`` holds.
     """
     import torch
 
@@ -187,6 +188,9 @@ def select_checkpoint(
         "candidates": [asdict(c) for c in cands],
     }
     write_json_atomic(folder / SELECTION_FILE, result)
+    run_result = json.loads((folder / "result.json").read_text())
+    run_result.setdefault("data", {})["selection"] = {k: v for k, v in result.items() if k != "candidates"}
+    write_json_atomic(folder / "result.json", run_result)
     return result
 
 
