@@ -126,6 +126,9 @@ def test_to_trl_maps_groups_steps_and_turns(tmp_path: Path) -> None:
     assert args.generation_kwargs == {"max_new_tokens": c.max_turn_tokens}  # a turn is capped as in serving
     sft = load_config(InboxSFTConfig, "cpu").to_trl(tmp_path, device="cpu")
     assert sft.use_cpu and not sft.assistant_only_loss  # the masks come from train.sft.tokenize_examples
+    assert args.save_total_limit == c.save_total_limit == 3
+    picking = load_config(InboxGRPOConfig, "cpu", overrides={"validation_questions": 8})
+    assert picking.to_trl(tmp_path, device="cpu").save_total_limit is None  # the pick needs every step
 
 
 def test_every_field_has_help_and_a_group() -> None:

@@ -225,7 +225,8 @@ class InboxGRPOConfig(_TrainFields):
         "Questions (unanswerable ones included) held out of training, drawn with the seed, written to "
         "the run's validation.jsonl. After training, each checkpoint (and the starting adapter) "
         "answers them and the run's adapter/ becomes the one with the best mean reward whose "
-        "hallucination rate is at most hallucination_ceiling (train.select).",
+        "hallucination rate is at most hallucination_ceiling (train.select). Every checkpoint is "
+        "kept (save_total_limit is ignored).",
         "GRPO",
     )
     hallucination_ceiling: float = _f(
@@ -325,8 +326,11 @@ class InboxGRPOConfig(_TrainFields):
         from trl import GRPOConfig
 
         use_vllm = self.use_vllm and device == "cuda"
+        common = self.trainer_args(output_dir, device=device)
+        if self.validation_questions:  # the pick needs every saved step: none may be rotated out
+            common["save_total_limit"] = None
         return GRPOConfig(
-            **self.trainer_args(output_dir, device=device),
+            **common,
             learning_rate=self.learning_rate,
             num_train_epochs=self.num_epochs,
             max_steps=self.max_steps,
