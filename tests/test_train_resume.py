@@ -86,3 +86,20 @@ def test_killed_run_resumes_from_its_last_checkpoint(
     # What the killed run logged up to its checkpoint is still there, unchanged.
     kept = [r for r in before if r["step"] <= resumed_step]
     assert kept and records[: len(kept)] == kept
+
+    # Killed after the last step's checkpoint, before the adapter was saved: the rerun trains no
+    # step more (transformers would run one on resume) and the adapter is that checkpoint's.
+    shutil.rmtree(run / "adapter")
+    (run / "result.json").unlink()
+    again = subprocess.run(
+        _command(tmp_path, embedded_model_dir), cwd=root, env=env, capture_output=True, text=True,
+        timeout=1200,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    result = json.loads((run / "result.json").read_text())
+    assert result["steps"] == 3 and result["resumed_from"].endswith("checkpoint-3")
+    weights = "adapter_model.safetensors"
+    final = run / "checkpoints" / "checkpoint-3" / weights
+    assert (run / "adapter" / weights).read_bytes() == final.read_bytes()
+    assert not (run / "adapter" / "optimizer.pt").exists()
+    assert [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] == records

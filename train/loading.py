@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -257,9 +258,16 @@ def train_and_save(
 
     start = last_checkpoint(folder / CHECKPOINTS) if resume else None
     began = time.monotonic()
-    output = trainer.train(resume_from_checkpoint=str(start) if start else None)
     adapter_dir = folder / FINAL_ADAPTER
-    trainer.save_model(str(adapter_dir))
+    if start is not None and 0 < trainer.args.max_steps <= _checkpoint_step(start):
+        # killed after its last checkpoint: transformers would train one step more on resume
+        trainer.state.global_step = _checkpoint_step(start)
+        runtime = 0.0
+        _copy_adapter(start, adapter_dir)
+    else:
+        output = trainer.train(resume_from_checkpoint=str(start) if start else None)
+        runtime = float(output.metrics.get("train_runtime", time.monotonic() - began))
+        trainer.save_model(str(adapter_dir))
     metrics_path = folder / METRICS
     plot = plot_metrics(metrics_path, folder / "training.png", title=f"{stage.upper()} {name}")
     result = TrainResult(
@@ -272,7 +280,7 @@ def train_and_save(
         questions=str(questions),
         n_questions=n_questions,
         steps=trainer.state.global_step,
-        train_runtime_s=float(output.metrics.get("train_runtime", time.monotonic() - began)),
+        train_runtime_s=runtime,
         resumed_from=str(start) if start else None,
         metrics_path=str(metrics_path),
         plot_path=str(plot) if plot else None,
@@ -280,6 +288,26 @@ def train_and_save(
     )
     write_json_atomic(folder / "result.json", result.to_dict())
     return result
+
+
+def _checkpoint_step(checkpoint: Path) -> int:
+    """The optimizer step a checkpoint was saved at (its ``trainer_state.json``)."""
+    return int(json.loads((checkpoint / "trainer_state.json").read_text())["global_step"])
+
+
+def _copy_adapter(checkpoint: Path, adapter_dir: Path) -> None:
+    """The checkpoint's PEFT files (adapter, tokenizer), without its optimizer and trainer state, as
+    ``adapter_dir``: written beside it and renamed into place."""
+    import shutil
+    import tempfile
+
+    state = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "training_args.bin"}
+    tmp = Path(tempfile.mkdtemp(prefix=f".{adapter_dir.name}.", dir=adapter_dir.parent))
+    for f in checkpoint.iterdir():
+        if f.is_file() and f.name not in state:
+            shutil.copy2(f, tmp / f.name)
+    shutil.rmtree(adapter_dir, ignore_errors=True)
+    os.replace(tmp, adapter_dir)
 
 
 def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: str | None = None) -> Path:
@@ -292,7 +320,6 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: str 
 
     :param base_model: the base model folder; default the one named in ``adapter_config.json``.
     """
-    import os
     import shutil
     import tempfile
 
