@@ -407,9 +407,19 @@ def _train_rows(homes: list[Path]) -> list[str]:
             lines.append(
                 f"| {stage} | {_trained_on(folder)} | {shape} | {result['steps']} | {timing} | "
                 f"{rss / 1024:.2f} | {f'{cuda / 1024:.2f}' if cuda else '-'} | "
-                f"{result['train_runtime_s']:.0f} |"
+                f"{sum(times) if times else result['train_runtime_s']:.0f} |"
             )
     return lines
+
+
+def _train_seconds(home: Path, stage: str, result: dict) -> float:
+    """Seconds a stage trained: the sum of its logged step times (a resumed run's ``train_runtime_s``
+    counts only the part after the resume)."""
+    from train.metrics import read_metrics
+
+    metrics = home / "runs" / f"{stage}-bench" / "metrics.jsonl"
+    records = read_metrics(metrics) if metrics.exists() else []
+    return sum(r["step_time_s"] for r in records if "step_time_s" in r) or float(result["train_runtime_s"])
 
 
 def _eval_minutes(home: Path) -> float:
@@ -503,7 +513,7 @@ def write_report(trained: dict, comparisons: dict, args: argparse.Namespace) -> 
         f"Training: {devices}. "
         f"Evaluation here: vLLM CPU server on {platform.machine()}, {os.cpu_count()} cores; load average "
         f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1/5/15 min) when this report was written. "
-        f"Training {sum(trained[s]['train_runtime_s'] for s in stages) / 60:.1f} min, "
+        f"Training {sum(_train_seconds(args.home, s, trained[s]) for s in stages) / 60:.1f} min, "
         f"evaluation {_eval_minutes(args.home):.0f} min.",
         "",
         f"Train: template pairs and the shipped LLM-written questions of {', '.join(TRAIN_INBOXES)} (the "
@@ -569,7 +579,7 @@ def write_report(trained: dict, comparisons: dict, args: argparse.Namespace) -> 
         "## Step time and peak memory",
         "",
         "| stage | device | configuration | steps | s/step (mean, min-max) | peak RSS (GB) | "
-        "peak GPU (GB) | train time (s) |",
+        "peak GPU (GB) | train time (s, sum of steps) |",
         "|---|---|---|---:|---:|---:|---:|---:|",
         *_train_rows([args.home, *args.timing_home]),
         "",
