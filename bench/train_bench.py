@@ -533,7 +533,7 @@ def write_report(trained: dict, comparisons: dict, args: argparse.Namespace) -> 
         *_grpo_lines(trained.get("grpo"), args),
         *(
             [
-                "`previous` is the adapter released before this run, its evaluation copied from "
+                "`previous` is an earlier released adapter, its evaluation copied from "
                 f"`{args.previous_home}` (same test sets, judge and turn budget).",
                 "",
             ]
