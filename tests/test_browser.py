@@ -154,11 +154,12 @@ def test_ask_see_tool_calls_and_open_an_email(app_url: str) -> None:
         if not sources.count() or turn.get_by_text("is not in this inbox").count():
             if sources.count():  # a made-up Message-ID: the page says so; open a real email instead
                 turn.get_by_role("button", name="Close email").click()
-            status.locator("summary").first.click()
-            result = page.locator("[class*='st-key-t0-c'][class*='-r0'] button").first
-            call = turn.get_by_test_id("stExpander").filter(has=result).last
-            call.locator("summary").click()
-            result.click()
+            results = page.locator("[class*='st-key-t0-c'] button:visible")  # the calls' email buttons
+            for expander in turn.get_by_test_id("stExpander").all():  # open the closed ones
+                if not results.count():
+                    expander.locator("summary").first.click()
+                    page.wait_for_timeout(500)
+            results.first.click()
         expect(turn.get_by_role("button", name="Close email")).to_be_visible(timeout=30_000)
         expect(turn.get_by_text("From:", exact=False).first).to_be_visible()
         page.screenshot(path=str(ARTIFACTS / "browser-chat.png"), full_page=True)
