@@ -263,7 +263,7 @@ def train_and_save(
         # killed after its last checkpoint: transformers would train one step more on resume
         trainer.state.global_step = _checkpoint_step(start)
         runtime = 0.0
-        _copy_adapter(start, adapter_dir)
+        copy_adapter(start, adapter_dir)
     else:
         output = trainer.train(resume_from_checkpoint=str(start) if start else None)
         runtime = float(output.metrics.get("train_runtime", time.monotonic() - began))
@@ -295,19 +295,24 @@ def _checkpoint_step(checkpoint: Path) -> int:
     return int(json.loads((checkpoint / "trainer_state.json").read_text())["global_step"])
 
 
-def _copy_adapter(checkpoint: Path, adapter_dir: Path) -> None:
-    """The checkpoint's PEFT files (adapter, tokenizer), without its optimizer and trainer state, as
-    ``adapter_dir``: written beside it and renamed into place."""
+def copy_adapter(source: Path, adapter_dir: Path) -> None:
+    """``source``'s PEFT files (adapter, tokenizer), without a checkpoint's optimizer and trainer
+    state, as ``adapter_dir``: built beside it and swapped in by renames, so an interruption leaves
+    the old folder or the new one, never a half-copied one."""
     import shutil
     import tempfile
 
     state = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "training_args.bin"}
     tmp = Path(tempfile.mkdtemp(prefix=f".{adapter_dir.name}.", dir=adapter_dir.parent))
-    for f in checkpoint.iterdir():
+    for f in source.iterdir():
         if f.is_file() and f.name not in state:
             shutil.copy2(f, tmp / f.name)
-    shutil.rmtree(adapter_dir, ignore_errors=True)
+    old = adapter_dir.parent / f".{adapter_dir.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if adapter_dir.exists():
+        os.replace(adapter_dir, old)
     os.replace(tmp, adapter_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: str | None = None) -> Path:

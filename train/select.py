@@ -19,10 +19,8 @@ The run's ``adapter/`` then holds the pick (the last step's adapter moves to ``a
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ from typing import Any
 from env.config import Settings
 from env.model import prompt_settings
 from synth_data.questions import load_questions
-from train.loading import CHECKPOINTS, FINAL_ADAPTER
+from train.loading import CHECKPOINTS, FINAL_ADAPTER, copy_adapter
 from train.registry import resolve_adapter_path, write_json_atomic
 
 VALIDATION = "validation.jsonl"
@@ -207,24 +205,12 @@ def _merged(base_model: str, adapter: str, dtype: Any) -> dict[str, Any]:
 
 
 def _install(folder: Path, picked: Path) -> None:
-    """Make ``<folder>/adapter`` the picked adapter; the trained-last one stays in ``adapter-last``.
-
-    The new folder is built beside the old and swapped in by renames: an interruption leaves either
-    the old ``adapter/`` or the new one, never a half-copied folder.
-    """
+    """Make ``<folder>/adapter`` the picked adapter; the trained-last one stays in ``adapter-last``."""
     final = folder / FINAL_ADAPTER
     last = folder / LAST_ADAPTER
     if final.is_dir() and not last.exists():
         shutil.copytree(final, last)
-    tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=folder))
-    for name in ADAPTER_FILES:
-        shutil.copy2(picked / name, tmp / name)
-    old = folder / ".adapter.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    copy_adapter(picked, final)
 
 
 def format_selection(result: dict[str, Any]) -> str:
