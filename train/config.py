@@ -205,6 +205,13 @@ class InboxGRPOConfig(_TrainFields):
         "1 trains each rollout alone: no padding and the least memory.",
         "GRPO",
     )
+    share_prompt_prefix: bool = _f(
+        False,
+        "Compute the prompt prefix that a step's rollouts share (system prompt, tool schemas) once "
+        "per step in the loss instead of once per rollout, with the same gradient (train.prefix). "
+        "One process only; gradient checkpointing is off for the loss's passes.",
+        "GRPO",
+    )
     learning_rate: float = _f(1.2e-5, "AdamW learning rate.", "GRPO")
     num_epochs: float = _f(2.0, "Passes over the training questions (ignored when max_steps > 0).", "GRPO")
     max_steps: int = _f(-1, "Stop after this many optimizer steps (-1 = use num_epochs).", "GRPO")
@@ -463,6 +470,8 @@ GRPO_PRESETS: dict[str, dict[str, Any]] = {
         "cpu_threads": 0,
         # Each rollout trained alone: no padding, and half the peak memory of 4-rollout micro-batches.
         "micro_batch_rows": 1,
+        # The ~1,000-token system prompt and tool schemas once per step, not once per rollout.
+        "share_prompt_prefix": True,
     },
     "smoke": {
         "device": "cpu",
@@ -477,6 +486,7 @@ GRPO_PRESETS: dict[str, dict[str, Any]] = {
         "save_steps": 1,
         "max_questions": 4,
         "cpu_threads": 1,  # CI: two threads stalled ~5x beside another busy process on 2 vCPUs
+        "share_prompt_prefix": True,
     },
 }
 

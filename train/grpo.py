@@ -77,6 +77,7 @@ def train_grpo(
     from trl import GRPOTrainer
 
     from env.hardware import choose_dtype
+    from train.prefix import shared_prefix_trainer
 
     device = config.resolved_device()
     if device == "cpu" and config.use_vllm:
@@ -119,7 +120,8 @@ def train_grpo(
                 end_token_id=tokenizer.eos_token_id,
                 dtype=getattr(torch, choose_dtype(device, settings.dtype).dtype),
             )
-        trainer = GRPOTrainer(
+        trainer_class = shared_prefix_trainer(GRPOTrainer) if config.share_prompt_prefix else GRPOTrainer
+        trainer = trainer_class(
             model=model,
             reward_funcs=[make_reward(settings, reward_config or _reward_config(config))],
             args=config.to_trl(folder / CHECKPOINTS, device=device),
