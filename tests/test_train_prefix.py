@@ -54,7 +54,7 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor, int]:
     completions = [torch.randint(1, VOCAB, (n,), generator=g) for n in (9, 4, 12)]
     width_p, width_c = max(map(len, prompts)), max(map(len, completions))
     ids, mask = [], []
-    for p, c in zip(prompts, completions):
+    for p, c in zip(prompts, completions, strict=True):
         lp, lc = width_p - len(p), width_c - len(c)
         ids.append(torch.cat([torch.full((lp,), PAD), p, c, torch.full((lc,), PAD)]))
         mask.append(torch.cat([torch.zeros(lp), torch.ones(len(p) + len(c)), torch.zeros(lc)]).long())

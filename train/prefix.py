@@ -84,7 +84,9 @@ class PrefixSharing:
         runs the ordinary full-sequence pass.
     """
 
-    def __init__(self, autocast: Callable[[], Any] = contextlib.nullcontext, min_tokens: int = MIN_PREFIX_TOKENS):
+    def __init__(
+        self, autocast: Callable[[], Any] = contextlib.nullcontext, min_tokens: int = MIN_PREFIX_TOKENS
+    ) -> None:
         self.autocast = autocast
         self.min_tokens = min_tokens
         self.ids: torch.Tensor | None = None
@@ -127,7 +129,11 @@ class PrefixSharing:
 
     def backward(self) -> None:
         """Pass the gradient the suffixes left on the prefix's keys and values on to the weights; drop it."""
-        pairs = [(out, leaf.grad) for out, leaf in zip(self._outputs, self._leaves) if leaf.grad is not None]
+        pairs = [
+            (out, leaf.grad)
+            for out, leaf in zip(self._outputs, self._leaves, strict=True)
+            if leaf.grad is not None
+        ]
         if pairs:
             torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
         self.ids, self._outputs, self._leaves = None, [], []
@@ -158,7 +164,7 @@ class PrefixSharing:
         ids, suffix_mask = row[n:], mask[n:]
         labels = ids.masked_fill(suffix_mask == 0, -100)
         labels[: len(ids) - logits_to_keep] = -100
-        cache = DynamicCache(ddp_cache_data=list(zip(self._leaves[::2], self._leaves[1::2])))
+        cache = DynamicCache(ddp_cache_data=list(zip(self._leaves[::2], self._leaves[1::2], strict=True)))
         full_mask = torch.cat([torch.ones(n, dtype=mask.dtype, device=mask.device), suffix_mask])
         with self.autocast(), no_gradient_checkpointing(model):
             out = model(
@@ -226,7 +232,7 @@ def shared_prefix_trainer(base: type) -> type:
             return [
                 real_tokens(ids, mask)
                 for batch in batches
-                for ids, mask in zip(batch["prompt_ids"], batch["prompt_mask"])
+                for ids, mask in zip(batch["prompt_ids"], batch["prompt_mask"], strict=True)
             ]
 
         def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
