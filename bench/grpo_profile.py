@@ -7,7 +7,8 @@ RSS and torch thread count are its own), on the same questions, seed and startin
 ``inboxrl train grpo --preset cpu --config configs/grpo-cpu-bench.toml`` with ``questions_per_step=4``:
 
 - ``old``: the configuration of bench/results/train.md (dtype float32, torch's default threads,
-  gradient checkpointing on);
+  gradient checkpointing on, transformers generation, a question's 4 rollouts per micro-batch, no
+  shared prompt prefix);
 - ``new``: the ``cpu`` preset's current defaults (``--new-set KEY=VALUE`` adds overrides).
 
 Each part of TRL's ``GRPOTrainer`` step is timed by wrapping its methods (exclusive time: a part
@@ -55,7 +56,14 @@ PARTS = [
     "optimizer",
     "other",
 ]
-OLD = {"dtype": "float32", "cpu_threads": 0, "gradient_checkpointing": True, "generation": "trainer"}
+OLD = {
+    "dtype": "float32",
+    "cpu_threads": 0,
+    "gradient_checkpointing": True,
+    "generation": "trainer",
+    "micro_batch_rows": 0,  # a question's rollouts per forward/backward
+    "share_prompt_prefix": False,
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -192,7 +200,10 @@ class Profiler:
                 result = original(*args, **kwargs)
             finally:
                 profiler.leave()
-            if label == "generation" and isinstance(result, dict):
+            if isinstance(result, dict) and "tokens_saved" in result:  # PrefixSharing.backward
+                profiler.tokens["shared_prefix_saved"] += result["tokens_saved"]
+                profiler.tokens["shared_prefix_positions"] += result["positions"]
+            elif label == "generation" and isinstance(result, dict):
                 profiler.count_server_generation(args[0], result)
             elif label == "generation":
                 profiler.count_generation(args, result)
@@ -256,13 +267,16 @@ class Profiler:
         padded = self.tokens["padded_positions"]
         kept = self.tokens["padded_completion"]
         rows = max(1, self.rows_per_step)
-        fwd = forward_flops(fpt, padded, padded / rows / 2, kept)
+        # With shared prompt prefixes (train.prefix) the loss runs each prefix once, without
+        # left padding and without gradient checkpointing.
+        shared = self.tokens.get("shared_prefix_positions", 0)
+        fwd = forward_flops(fpt, shared or padded, padded / rows / 2, kept)
         fwd_real = forward_flops(fpt, real, real / rows / 2, self.tokens["completion"])
         flops = dict(self.flops)
         flops["forward"] = fwd
         # LoRA: the backward pass needs activation gradients (about one forward), not base-weight
         # gradients; with gradient checkpointing it also recomputes the forward.
-        flops["backward"] = fwd * (2 if self.gradient_checkpointing else 1)
+        flops["backward"] = fwd * (2 if self.gradient_checkpointing and not shared else 1)
         flops["logprobs"] = fwd * self.calls.get("logprobs", 0) / max(1, self.calls.get("forward", 1))
         self.steps.append(
             {
@@ -319,6 +333,7 @@ def run_child(args: argparse.Namespace) -> None:
     from train.env import InboxEnvironment
     from train.grpo import train_grpo
     from train.metrics import read_metrics
+    from train.prefix import PrefixSharing
     from train.rollout import ServerRollouts
 
     home = Path(args.home)
@@ -359,6 +374,7 @@ def run_child(args: argparse.Namespace) -> None:
         lambda a, k: None if prof.current() == "forward" else "logprobs",
     )
     prof.wrap(Accelerator, "backward", "backward")
+    prof.wrap(PrefixSharing, "backward", "backward")  # the shared prompt prefixes' own backward
     score = GRPOTrainer._generate_and_score_completions
 
     def scored(self: Any, inputs: Any) -> Any:
@@ -431,6 +447,8 @@ def run_child(args: argparse.Namespace) -> None:
                 "torch_threads": torch.get_num_threads(),
                 "gradient_checkpointing": config.gradient_checkpointing,
                 "generation": config.generation,
+                "micro_batch_rows": config.micro_batch_rows,
+                "share_prompt_prefix": config.share_prompt_prefix,
                 "seed": config.seed,
                 "init_adapter": args.init_adapter,
             },
@@ -502,7 +520,9 @@ def write_report(runs: list[dict], info: dict, command: str, out: Path = RESULTS
         lines += [
             f"## {run['path']} path: dtype {c['dtype']} (bf16: {c['resolved_bf16']}), "
             f"{c['torch_threads']} torch thread(s), gradient checkpointing {c['gradient_checkpointing']}, "
-            f"generation {c.get('generation', 'trainer')}",
+            f"generation {c.get('generation', 'trainer')}, rollouts per micro-batch "
+            f"{c.get('micro_batch_rows') or 'a question'}, "
+            f"shared prompt prefixes {c.get('share_prompt_prefix', False)}",
             "",
             f"{run['steps_run']} steps, {run['s_per_step']} s/step, peak RSS {run['peak_rss_gb']} GB"
             + (

@@ -10,7 +10,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from train.prefix import PrefixSharing, common_prefix_length, no_gradient_checkpointing, real_tokens
+from train.prefix import (
+    PrefixSharing,
+    common_prefix_length,
+    no_gradient_checkpointing,
+    real_tokens,
+    shared_length,
+)
 
 VOCAB, PREFIX, PAD = 97, 40, 0
 
@@ -46,12 +52,18 @@ def model() -> torch.nn.Module:
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Three rollouts: a shared 40-token prefix, different questions (left-padded), different
-    completion lengths (right-padded). Returns ``(input_ids, attention_mask, logits_to_keep)``."""
+    """Five rollouts as TRL shuffles a step: questions A, B, C, A, B. Every prompt starts with the same
+    40-token "system prompt"; the rollouts of one question have the same prompt. Prompts are
+    left-padded, completions (of different lengths) right-padded.
+    Returns ``(input_ids, attention_mask, logits_to_keep)``."""
     g = torch.Generator().manual_seed(1)
-    prefix = torch.randint(1, VOCAB, (PREFIX,), generator=g)
-    prompts = [torch.cat([prefix, torch.randint(1, VOCAB, (n,), generator=g)]) for n in (3, 7, 5)]
-    completions = [torch.randint(1, VOCAB, (n,), generator=g) for n in (9, 4, 12)]
+    system = torch.randint(1, VOCAB, (PREFIX,), generator=g)
+    questions = {
+        q: torch.cat([system, torch.randint(1, VOCAB, (n,), generator=g)])
+        for q, n in zip("ABC", (3, 7, 5), strict=True)
+    }
+    prompts = [questions[q] for q in "ABCAB"]
+    completions = [torch.randint(1, VOCAB, (n,), generator=g) for n in (9, 4, 12, 6, 10)]
     width_p, width_c = max(map(len, prompts)), max(map(len, completions))
     ids, mask = [], []
     for p, c in zip(prompts, completions, strict=True):
@@ -59,6 +71,10 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor, int]:
         ids.append(torch.cat([torch.full((lp,), PAD), p, c, torch.full((lc,), PAD)]))
         mask.append(torch.cat([torch.zeros(lp), torch.ones(len(p) + len(c)), torch.zeros(lc)]).long())
     return torch.stack(ids), torch.stack(mask), width_c
+
+
+def _window(ids: torch.Tensor, mask: torch.Tensor, keep: int) -> list[torch.Tensor]:
+    return [real_tokens(ids[b, :-keep], mask[b, :-keep]) for b in range(ids.size(0))]
 
 
 def _reference(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, keep: int):
@@ -77,19 +93,23 @@ def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def test_common_prefix_length_and_real_tokens() -> None:
+def test_common_prefix_length_shared_length_and_real_tokens() -> None:
     a, b = torch.tensor([1, 2, 3, 4]), torch.tensor([1, 2, 9])
     assert common_prefix_length([a, b]) == 2
     assert common_prefix_length([a, a]) == 4
     assert common_prefix_length([a, torch.tensor([7])]) == 0
     assert common_prefix_length([]) == 0
+    assert shared_length(a, [a, b]) == 2  # its own copy is not "another" prompt
+    assert shared_length(a, [a, a, b]) == 3  # the same prompt again: all but the last token
+    assert shared_length(a, [a]) == 0
     assert real_tokens(torch.tensor([0, 0, 5, 6]), torch.tensor([0, 0, 1, 1])).tolist() == [5, 6]
 
 
 def test_logps_and_gradient_match_the_full_sequence(model: torch.nn.Module) -> None:
     ids, mask, keep = _batch()
+    rows = ids.size(0)
     completion_mask = mask[:, -keep:].float()
-    advantages = torch.tensor([0.7, -1.3, 0.4])
+    advantages = torch.tensor([0.7, -1.3, 0.4, -0.2, 1.1])
 
     ref_logps, ref_entropy = _reference(model, ids, mask, keep)
     _loss(ref_logps, completion_mask, advantages).backward()
@@ -97,39 +117,51 @@ def test_logps_and_gradient_match_the_full_sequence(model: torch.nn.Module) -> N
     model.zero_grad()
 
     sharing = PrefixSharing(min_tokens=8)
-    window = [real_tokens(ids[b, :-keep], mask[b, :-keep]) for b in range(3)]
+    window = _window(ids, mask, keep)
     logps, entropy = [], []
-    for b in range(3):  # one rollout per micro-batch, each with its own backward
+    for b in range(rows):  # one rollout per micro-batch, each with its own backward
         lp, ent = sharing.logps(model, ids[b : b + 1], mask[b : b + 1], keep, window)
         _loss(lp, completion_mask[b : b + 1], advantages[b : b + 1]).backward()
         logps.append(lp.detach())
         entropy.append(ent.detach())
-    assert sharing.computed == 1 and len(sharing.ids) == PREFIX
+    a_len, b_len = len(window[0]), len(window[1])
+    # A and B: the whole prompt but its last token, shared by their two rollouts; C: the system part.
+    assert sorted(sharing.prefix_lengths) == sorted([a_len - 1, b_len - 1, PREFIX])
     partial = _grads(model)
-    sharing.backward()
+    stats = sharing.backward()
     grads = _grads(model)
+    whole = sum(len(p) + keep for p in window)  # each row without its left padding, once
+    saved = a_len - 1 + b_len - 1
+    assert stats == {"prefixes": 3, "tokens_saved": saved, "positions": whole - saved}
+    assert sharing.prefix_lengths == [] and sharing.backward()["prefixes"] == 0
 
     real = completion_mask.bool()
     torch.testing.assert_close(torch.cat(logps)[real], ref_logps.detach()[real], atol=2e-5, rtol=1e-4)
     torch.testing.assert_close(torch.cat(entropy)[real], ref_entropy.detach()[real], atol=2e-5, rtol=1e-4)
     for name, ref in ref_grads.items():
         torch.testing.assert_close(grads[name], ref, atol=1e-5, rtol=1e-3, msg=name)
-    # The prefix's own share of the gradient only arrives with its backward.
+    # The prefixes' own share of the gradient only arrives with their backward.
     assert any(not torch.allclose(partial[n], ref_grads[n], atol=1e-5) for n in ref_grads)
-    assert sharing.ids is None
 
 
-def test_declines_a_short_prefix_and_starts_a_new_one_when_the_prompts_change(model: torch.nn.Module) -> None:
+def test_a_micro_batch_of_several_rollouts_gives_the_same_log_probs(model: torch.nn.Module) -> None:
     ids, mask, keep = _batch()
-    assert PrefixSharing(min_tokens=PREFIX + 1).logps(model, ids, mask, keep) is None
+    with torch.no_grad():
+        ref_logps, _ = _reference(model, ids, mask, keep)
+        sharing = PrefixSharing(min_tokens=8)
+        logps, _ = sharing.logps(model, ids, mask, keep, _window(ids, mask, keep))
+    real = mask[:, -keep:].bool()
+    torch.testing.assert_close(logps[real], ref_logps[real], atol=2e-5, rtol=1e-4)
+    assert sharing.computed == 3
 
-    sharing = PrefixSharing(min_tokens=8)
-    sharing.logps(model, ids[:1], mask[:1], keep)  # alone: the whole prompt but its last token
-    first = len(sharing.ids)
-    other = ids[1:2].clone()
-    other[0, -keep - 1] = (other[0, -keep - 1] + 1) % VOCAB  # change the question's last token
-    sharing.logps(model, other, mask[1:2], keep, [real_tokens(ids[0, :-keep], mask[0, :-keep])])
-    assert sharing.computed == 2 and len(sharing.ids) == PREFIX < first
+
+def test_declines_when_no_prompt_shares_enough(model: torch.nn.Module) -> None:
+    ids, mask, keep = _batch()
+    window = _window(ids, mask, keep)
+    assert PrefixSharing(min_tokens=max(map(len, window))).logps(model, ids, mask, keep, window) is None
+    assert (
+        PrefixSharing(min_tokens=8).logps(model, ids, mask, keep, window=[]) is None
+    )  # nothing to share with
 
 
 def test_gradient_checkpointing_is_restored(model: torch.nn.Module) -> None:

@@ -113,7 +113,8 @@ def test_grpo_starts_from_the_sft_adapter_and_logs_its_metrics(trained: Settings
     keys += ["inbox/abstention", "inbox/turns", "completions/mean_length", "step_time_s", "peak_rss_mb"]
     for m in steps:
         assert set(keys) <= set(m), set(keys) - set(m)
-        assert m["shared_prefix_tokens"] > 500  # the smoke preset shares the system prompt
+        # the smoke preset's two rollouts share their prompt (system prompt, tools, question)
+        assert m["shared_prefixes"] == 1 and m["shared_prefix_tokens_saved"] > 500
     assert (folder / "training.png").stat().st_size > 0
     checkpoints = sorted(p.name for p in (folder / "checkpoints").glob("checkpoint-*"))
     assert checkpoints == ["checkpoint-1", "checkpoint-2"]
@@ -203,7 +204,7 @@ def test_grpo_with_server_rollouts_trains_through_a_vllm_server(
     ]
     assert [m["step"] for m in steps] == [1]
     assert all(m["inbox/infra_errors"] == 0 and m["completions/mean_length"] > 0 for m in steps)
-    assert all(m["shared_prefix_tokens"] > 500 for m in steps)  # the system prompt, once per step
+    assert all(m["shared_prefixes"] == 1 and m["shared_prefix_tokens_saved"] > 500 for m in steps)
     assert (folder / "generation" / "weights" / "model.safetensors").is_file()
     assert not (folder / "generation" / "run" / "vllm.json").exists()  # the run's server is stopped
     assert (

@@ -1,23 +1,24 @@
-"""GRPO's loss with the prompt prefix that a step's rollouts share computed once, not once per rollout.
+"""GRPO's loss with the prompt prefixes that a step's rollouts share computed once, not once per rollout.
 
-Every rollout of an inbox GRPO step starts with the same system prompt and tool schemas (about 1,000
-tokens for the 135M agent) and differs only from the question on. TRL's loss runs the model over each
-rollout's whole sequence, so a step of 16 rollouts pays for that prefix 16 times forward and 16 times
-backward: more than half the positions the step computes (bench/results/grpo_profile.md).
+The rollouts of a GRPO group answer the same question: their prompts (system prompt, tool schemas,
+question; about 1,100 tokens for the 135M inbox agent) are identical. TRL's loss runs the model
+over each rollout's whole sequence, so a step of 4 questions x 4 rollouts pays for each prompt 4
+times forward and 4 times backward: about half the positions the step computes
+(bench/results/grpo_profile.md).
 
-`PrefixSharing` computes it once per optimizer step, with the same gradient:
+`PrefixSharing` computes each distinct prefix once per optimizer step, with the same gradient:
 
-1. the prefix runs once; its keys and values of every layer keep their graph;
+1. a prefix runs once; its keys and values of every layer keep their graph;
 2. each rollout's rest (the suffix) attends to detached copies of those keys and values that
    require grad, so its backward stops there and adds up the gradient of the loss with respect to
    them, rollout after rollout;
-3. before the optimizer step, one backward through the prefix hands those summed gradients on to
+3. before the optimizer step, one backward through the prefixes hands those summed gradients on to
    the LoRA weights.
 
 This is the chain rule split at the keys and values, so the weights get the full-sequence gradient
 (tests/test_train_prefix.py checks it against TRL's own computation). Left padding is dropped (RoPE
 sees only relative positions). Gradient checkpointing is off for these passes: transformers drops a
-cache passed to a checkpointed layer; the prefix is stored once instead of recomputed per rollout.
+cache passed to a checkpointed layer; a prefix is stored once instead of recomputed per rollout.
 ``shared_prefix_trainer`` wires this into TRL's ``GRPOTrainer`` (one process; no DeepSpeed/FSDP,
 whose backward this would bypass).
 """
@@ -52,6 +53,18 @@ def real_tokens(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return ids[int(_first_real(mask)) :]
 
 
+def shared_length(prompt: torch.Tensor, window: Sequence[torch.Tensor]) -> int:
+    """The longest start ``prompt`` shares with another prompt of ``window`` (one copy of ``prompt``
+    itself there is not "another"), at most all but its last token (which predicts the completion)."""
+    others = list(window)
+    for i, other in enumerate(others):
+        if torch.equal(other, prompt):
+            del others[i]
+            break
+    n = max((common_prefix_length([prompt, other]) for other in others), default=0)
+    return max(0, min(n, len(prompt) - 1))
+
+
 def _first_real(mask: torch.Tensor) -> int:
     ones = mask.nonzero()
     return int(ones[0]) if len(ones) else mask.numel()
@@ -76,12 +89,33 @@ def _backbone(model: torch.nn.Module) -> torch.nn.Module:
     return inner.base_model
 
 
+class _Prefix:
+    """One shared prompt prefix: its ids, its keys and values (with graph) and their detached leaves."""
+
+    def __init__(self, ids: torch.Tensor, outputs: list[torch.Tensor]) -> None:
+        self.ids = ids
+        self.outputs = outputs
+        self.leaves = [t.detach().requires_grad_() for t in outputs]
+
+    def cache(self) -> Any:
+        """A fresh transformers cache over the leaves (a suffix's pass appends to its own copy)."""
+        from transformers import DynamicCache
+
+        pairs = zip(self.leaves[::2], self.leaves[1::2], strict=True)
+        return DynamicCache(ddp_cache_data=list(pairs))
+
+
 class PrefixSharing:
-    """The prefix of the current optimizer step and the passes that use it (see the module docstring).
+    """The prefixes of the current optimizer step and the passes that use them (see the module docstring).
+
+    A rollout's prefix is the longest start its prompt shares with another prompt of the step (the
+    other rollouts of its question share the whole prompt but its last token); each distinct prefix
+    is computed once per step, and all of them get their backward together (`backward`).
 
     :param autocast: a context manager factory for the passes (the trainer's ``accelerator.autocast``).
-    :param min_tokens: below this many shared tokens, `logps` declines (returns None) and the caller
-        runs the ordinary full-sequence pass.
+    :param min_tokens: a prompt sharing fewer tokens than this with every other runs whole; when no
+        row of a micro-batch shares that many, `logps` declines (returns None) and the caller runs
+        the ordinary full-sequence pass.
     """
 
     def __init__(
@@ -89,10 +123,15 @@ class PrefixSharing:
     ) -> None:
         self.autocast = autocast
         self.min_tokens = min_tokens
-        self.ids: torch.Tensor | None = None
-        self._outputs: list[torch.Tensor] = []
-        self._leaves: list[torch.Tensor] = []
-        self.computed = 0  # prefixes computed so far (one per step when every rollout shares it)
+        self._prefixes: dict[bytes, _Prefix] = {}
+        self.computed = 0  # prefixes computed so far
+        self.tokens_saved = 0  # prompt positions served from a prefix computed for another rollout
+        self.positions = 0  # positions run through the model (prefixes once, suffixes, whole rows)
+
+    @property
+    def prefix_lengths(self) -> list[int]:
+        """Lengths of the prefixes held now (computed this step, backward not yet run)."""
+        return [len(p.ids) for p in self._prefixes.values()]
 
     def logps(
         self,
@@ -105,72 +144,83 @@ class PrefixSharing:
         """Per-token log-probs and entropies of the last ``logits_to_keep`` tokens of each row.
 
         The same result as TRL's ``_get_per_token_logps_and_entropies`` on a model patched with its
-        fused LM head: rows are ``[left-padded prompt | right-padded completion]``. The prefix is the
-        one these prompts share with ``window`` (the other prompts of the step, unpadded), computed
-        now unless the current one already fits. None when the shared part is under ``min_tokens``.
+        fused LM head: rows are ``[left-padded prompt | right-padded completion]``. ``window`` holds
+        the step's prompts (unpadded, these rows' own included) that prefixes may be shared with.
         """
         prompt_len = input_ids.size(1) - logits_to_keep
         starts = [_first_real(attention_mask[b, :prompt_len]) for b in range(input_ids.size(0))]
         prompts = [input_ids[b, s:prompt_len] for b, s in enumerate(starts)]
-        if not self._fits(prompts):
-            self.backward()
-            pool = [*prompts, *window]
-            # The last prompt token must stay in the suffix: it predicts the first completion token.
-            n = min(common_prefix_length(pool), min(len(p) for p in pool) - 1)
-            if n < self.min_tokens:
-                return None
-            self._compute(model, prompts[0][:n])
+        lengths = [shared_length(p, window) for p in prompts]
+        if all(n < self.min_tokens for n in lengths):
+            return None
         logps, entropies = [], []
-        for b, start in enumerate(starts):
-            lp, ent = self._suffix(model, input_ids[b, start:], attention_mask[b, start:], logits_to_keep)
+        for b, (start, n) in enumerate(zip(starts, lengths, strict=True)):
+            prefix = self._prefix(model, prompts[b][:n]) if n >= self.min_tokens else None
+            lp, ent = self._suffix(
+                model, prefix, input_ids[b, start:], attention_mask[b, start:], logits_to_keep
+            )
             logps.append(lp)
             entropies.append(ent)
         return torch.cat(logps), (None if entropies[0] is None else torch.cat(entropies))
 
-    def backward(self) -> None:
-        """Pass the gradient the suffixes left on the prefix's keys and values on to the weights; drop it."""
+    def backward(self) -> dict[str, int]:
+        """Pass the gradient the suffixes left on the prefixes' keys and values on to the weights.
+
+        Drops the prefixes; returns how many there were, the prompt positions they saved and the
+        positions run through the model since the last call (``prefixes``, ``tokens_saved``,
+        ``positions``).
+        """
         pairs = [
             (out, leaf.grad)
-            for out, leaf in zip(self._outputs, self._leaves, strict=True)
+            for prefix in self._prefixes.values()
+            for out, leaf in zip(prefix.outputs, prefix.leaves, strict=True)
             if leaf.grad is not None
         ]
         if pairs:
             torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
-        self.ids, self._outputs, self._leaves = None, [], []
+        stats = {
+            "prefixes": len(self._prefixes),
+            "tokens_saved": self.tokens_saved,
+            "positions": self.positions,
+        }
+        self._prefixes, self.tokens_saved, self.positions = {}, 0, 0
+        return stats
 
-    def _fits(self, prompts: Sequence[torch.Tensor]) -> bool:
-        if self.ids is None:
-            return False
-        n = len(self.ids)
-        return all(len(p) > n and torch.equal(p[:n], self.ids) for p in prompts)
-
-    def _compute(self, model: torch.nn.Module, ids: torch.Tensor) -> None:
+    def _prefix(self, model: torch.nn.Module, ids: torch.Tensor) -> _Prefix:
+        key = ids.numpy().tobytes()
+        if key in self._prefixes:
+            self.tokens_saved += len(ids)
+            return self._prefixes[key]
         with self.autocast(), no_gradient_checkpointing(model):
             out = _backbone(model)(input_ids=ids[None], use_cache=True)
         cache = out.past_key_values
         if any(getattr(layer, "is_sliding", False) for layer in getattr(cache, "layers", [])):
             raise ValueError("share_prompt_prefix does not support sliding-window attention layers.")
-        self._outputs = [t for keys, values, *_ in cache for t in (keys, values)]
-        self._leaves = [t.detach().requires_grad_() for t in self._outputs]
-        self.ids = ids
+        prefix = _Prefix(ids, [t for keys, values, *_ in cache for t in (keys, values)])
+        self._prefixes[key] = prefix
         self.computed += 1
+        self.positions += len(ids)
+        return prefix
 
     def _suffix(
-        self, model: torch.nn.Module, row: torch.Tensor, mask: torch.Tensor, logits_to_keep: int
+        self,
+        model: torch.nn.Module,
+        prefix: _Prefix | None,
+        row: torch.Tensor,
+        mask: torch.Tensor,
+        logits_to_keep: int,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        from transformers import DynamicCache
-
-        n = len(self.ids)
+        n = 0 if prefix is None else len(prefix.ids)
         ids, suffix_mask = row[n:], mask[n:]
+        self.positions += len(ids)
         labels = ids.masked_fill(suffix_mask == 0, -100)
         labels[: len(ids) - logits_to_keep] = -100
-        cache = DynamicCache(ddp_cache_data=list(zip(self._leaves[::2], self._leaves[1::2], strict=True)))
         full_mask = torch.cat([torch.ones(n, dtype=mask.dtype, device=mask.device), suffix_mask])
         with self.autocast(), no_gradient_checkpointing(model):
             out = model(
                 input_ids=ids[None],
                 attention_mask=full_mask[None],
-                past_key_values=cache,
+                past_key_values=None if prefix is None else prefix.cache(),
                 labels=labels[None],
                 fused_lm_head=True,
             )
@@ -183,8 +233,9 @@ def shared_prefix_trainer(base: type) -> type:
 
     Only the loss's own pass (grad enabled, training, text only) shares it; log-prob passes without
     grad and multimodal or MoE-aux inputs run TRL's code. The prefix's backward runs after the step's
-    last micro-batch, before the optimizer, and counts in the step's logged ``step_time``; the
-    step's last prefix length is logged as ``shared_prefix_tokens`` (0: none was shared).
+    last micro-batch, before the optimizer, and counts in the step's logged ``step_time``; each step
+    logs ``shared_prefixes`` (distinct prefixes computed) and ``shared_prefix_tokens_saved`` (prompt
+    positions not recomputed).
     """
 
     class SharedPrefixGRPOTrainer(base):
@@ -238,16 +289,13 @@ def shared_prefix_trainer(base: type) -> type:
         def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
             loss = super().training_step(model, inputs, num_items_in_batch)
             if self._step % self.current_gradient_accumulation_steps == 0:
-                shared = self.prefix_sharing.ids
-                self._metrics["train"]["shared_prefix_tokens"].append(0 if shared is None else len(shared))
                 started = time.perf_counter()
-                self._backward_shared_prefix()
-                step_times = self._metrics["train"]["step_time"]
-                if step_times:
-                    step_times[-1] += time.perf_counter() - started
+                stats = self.prefix_sharing.backward()
+                metrics = self._metrics["train"]
+                if metrics["step_time"]:
+                    metrics["step_time"][-1] += time.perf_counter() - started
+                metrics["shared_prefixes"].append(stats["prefixes"])
+                metrics["shared_prefix_tokens_saved"].append(stats["tokens_saved"])
             return loss
-
-        def _backward_shared_prefix(self) -> None:
-            self.prefix_sharing.backward()
 
     return SharedPrefixGRPOTrainer
