@@ -8,17 +8,17 @@ times forward and 4 times backward: about half the positions the step computes
 
 `PrefixSharing` computes each distinct prefix once per optimizer step, with the same gradient:
 
-1. a prefix runs once; its keys and values of every layer keep their graph;
-2. each rollout's rest (the suffix) attends to detached copies of those keys and values that
-   require grad, so its backward stops there and adds up the gradient of the loss with respect to
-   them, rollout after rollout;
-3. before the optimizer step, one backward through the prefixes hands those summed gradients on to
-   the LoRA weights.
+1. a prefix runs once without a graph, for its keys and values of every layer;
+2. each rollout's rest (the suffix) attends to copies of those keys and values that require grad,
+   so its backward stops there and adds up the gradient of the loss with respect to them, rollout
+   after rollout;
+3. before the optimizer step, each prefix runs once more, with its graph, and its backward hands
+   those summed gradients on to the LoRA weights (one prefix's activations in memory at a time).
 
 This is the chain rule split at the keys and values, so the weights get the full-sequence gradient
 (tests/test_train_prefix.py checks it against TRL's own computation). Left padding is dropped (RoPE
-sees only relative positions). Gradient checkpointing is off for these passes: transformers drops a
-cache passed to a checkpointed layer; a prefix is stored once instead of recomputed per rollout.
+sees only relative positions). Gradient checkpointing is off for these passes (transformers drops
+a cache passed to a checkpointed layer): a rollout's suffix keeps its activations for its backward.
 ``shared_prefix_trainer`` wires this into TRL's ``GRPOTrainer`` (one process; no DeepSpeed/FSDP,
 whose backward this would bypass).
 """
@@ -90,12 +90,11 @@ def _backbone(model: torch.nn.Module) -> torch.nn.Module:
 
 
 class _Prefix:
-    """One shared prompt prefix: its ids, its keys and values (with graph) and their detached leaves."""
+    """One shared prompt prefix: its ids and its keys and values, as leaves that collect gradients."""
 
-    def __init__(self, ids: torch.Tensor, outputs: list[torch.Tensor]) -> None:
+    def __init__(self, ids: torch.Tensor, keys_values: list[torch.Tensor]) -> None:
         self.ids = ids
-        self.outputs = outputs
-        self.leaves = [t.detach().requires_grad_() for t in outputs]
+        self.leaves = [t.detach().requires_grad_() for t in keys_values]
 
     def cache(self) -> Any:
         """A fresh transformers cache over the leaves (a suffix's pass appends to its own copy)."""
@@ -126,7 +125,8 @@ class PrefixSharing:
         self._prefixes: dict[bytes, _Prefix] = {}
         self.computed = 0  # prefixes computed so far
         self.tokens_saved = 0  # prompt positions served from a prefix computed for another rollout
-        self.positions = 0  # positions run through the model (prefixes once, suffixes, whole rows)
+        self.positions = 0  # positions run through the model (prefixes twice, suffixes, whole rows)
+        self._model: torch.nn.Module | None = None
 
     @property
     def prefix_lengths(self) -> list[int]:
@@ -166,24 +166,25 @@ class PrefixSharing:
     def backward(self) -> dict[str, int]:
         """Pass the gradient the suffixes left on the prefixes' keys and values on to the weights.
 
-        Drops the prefixes; returns how many there were, the prompt positions they saved and the
-        positions run through the model since the last call (``prefixes``, ``tokens_saved``,
-        ``positions``).
+        Each prefix runs again, now with its graph, and gets its backward at once (one prefix's
+        activations in memory at a time, as gradient checkpointing would). Drops the prefixes;
+        returns how many there were, the prompt positions they saved and the positions run through
+        the model since the last call (``prefixes``, ``tokens_saved``, ``positions``).
         """
-        pairs = [
-            (out, leaf.grad)
-            for prefix in self._prefixes.values()
-            for out, leaf in zip(prefix.outputs, prefix.leaves, strict=True)
-            if leaf.grad is not None
-        ]
-        if pairs:
+        for prefix in self._prefixes.values():
+            grads = [leaf.grad for leaf in prefix.leaves]
+            if all(g is None for g in grads):
+                continue
+            outputs = self._keys_values(prefix.ids)
+            pairs = [(o, g) for o, g in zip(outputs, grads, strict=True) if g is not None]
             torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
+            self.positions += len(prefix.ids)
         stats = {
             "prefixes": len(self._prefixes),
             "tokens_saved": self.tokens_saved,
             "positions": self.positions,
         }
-        self._prefixes, self.tokens_saved, self.positions = {}, 0, 0
+        self._prefixes, self.tokens_saved, self.positions, self._model = {}, 0, 0, None
         return stats
 
     def _prefix(self, model: torch.nn.Module, ids: torch.Tensor) -> _Prefix:
@@ -191,16 +192,22 @@ class PrefixSharing:
         if key in self._prefixes:
             self.tokens_saved += len(ids)
             return self._prefixes[key]
-        with self.autocast(), no_gradient_checkpointing(model):
-            out = _backbone(model)(input_ids=ids[None], use_cache=True)
-        cache = out.past_key_values
-        if any(getattr(layer, "is_sliding", False) for layer in getattr(cache, "layers", [])):
-            raise ValueError("share_prompt_prefix does not support sliding-window attention layers.")
-        prefix = _Prefix(ids, [t for keys, values, *_ in cache for t in (keys, values)])
+        self._model = model
+        with torch.no_grad():
+            prefix = _Prefix(ids, self._keys_values(ids))
         self._prefixes[key] = prefix
         self.computed += 1
         self.positions += len(ids)
         return prefix
+
+    def _keys_values(self, ids: torch.Tensor) -> list[torch.Tensor]:
+        """Every layer's keys and values of ``ids`` (the model's backbone, no LM head)."""
+        with self.autocast(), no_gradient_checkpointing(self._model):
+            out = _backbone(self._model)(input_ids=ids[None], use_cache=True)
+        cache = out.past_key_values
+        if any(getattr(layer, "is_sliding", False) for layer in getattr(cache, "layers", [])):
+            raise ValueError("share_prompt_prefix does not support sliding-window attention layers.")
+        return [t for keys, values, *_ in cache for t in (keys, values)]
 
     def _suffix(
         self,
