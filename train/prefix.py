@@ -70,6 +70,11 @@ def _first_real(mask: torch.Tensor) -> int:
     return int(ones[0]) if len(ones) else mask.numel()
 
 
+def _last_real(mask: torch.Tensor) -> int:
+    ones = mask.nonzero()
+    return int(ones[-1]) if len(ones) else -1
+
+
 @contextlib.contextmanager
 def no_gradient_checkpointing(model: torch.nn.Module) -> Iterator[None]:
     """Turn transformers' per-layer gradient checkpointing off inside the block (it drops a passed cache)."""
@@ -218,10 +223,16 @@ class PrefixSharing:
         logits_to_keep: int,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         n = 0 if prefix is None else len(prefix.ids)
-        ids, suffix_mask = row[n:], mask[n:]
+        # Right padding runs last and attends to nothing real after it: drop it, give it log-prob and
+        # entropy 0 as TRL does (kept when the whole completion is padding, so the row stays in the graph).
+        pad = len(row) - _last_real(mask) - 1
+        if pad >= logits_to_keep:
+            pad = 0
+        keep = logits_to_keep - pad
+        ids, suffix_mask = row[n : len(row) - pad], mask[n : len(mask) - pad]
         self.positions += len(ids)
         labels = ids.masked_fill(suffix_mask == 0, -100)
-        labels[: len(ids) - logits_to_keep] = -100
+        labels[: len(ids) - keep] = -100
         full_mask = torch.cat([torch.ones(n, dtype=mask.dtype, device=mask.device), suffix_mask])
         with self.autocast(), no_gradient_checkpointing(model):
             out = model(
@@ -231,8 +242,9 @@ class PrefixSharing:
                 labels=labels[None],
                 fused_lm_head=True,
             )
-        entropy = None if out.entropy is None else out.entropy[:, -logits_to_keep:]
-        return out.log_probs[:, -logits_to_keep:], entropy
+        logps = torch.nn.functional.pad(out.log_probs[:, -keep:], (0, pad))
+        entropy = None if out.entropy is None else torch.nn.functional.pad(out.entropy[:, -keep:], (0, pad))
+        return logps, entropy
 
 
 def shared_prefix_trainer(base: type) -> type:
