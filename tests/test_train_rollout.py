@@ -141,7 +141,7 @@ def test_the_generation_server_samples_from_the_synced_policy(
     )
     for name, param in policy.named_parameters():
         if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.02)
+            torch.nn.init.normal_(param, std=0.1)  # far from the base, beyond bf16 serving noise
     messages = [{"role": "user", "content": "When does the team offsite start?"}]
     settings = Settings(home=tmp_path, db=tmp_path / "inbox.db")
     with generation_server(settings, embedded_model_dir, tmp_path / "run") as server:
