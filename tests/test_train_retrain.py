@@ -165,3 +165,16 @@ def test_a_new_adapter_that_hallucinates_more_or_earns_less_is_refused(
     ok, reason = not_worse(reference, _eval_dir(tmp_path, default_db_path, "new", new))
     assert ok is registered
     assert why in reason and "95% CI" in reason
+
+
+def test_mail_already_ingested_is_named_as_such_not_as_a_missing_mailbox(tmp_path: Path) -> None:
+    from train.retrain import RetrainOptions, _ingest
+
+    settings = Settings(home=tmp_path / "home", db=tmp_path / "home" / "inbox.db")
+    options = RetrainOptions(inbox=write_maildir(tmp_path / "mail"))
+    assert _ingest(settings, options)["inboxes"] == ["reyes-d"]
+    with pytest.raises(ValueError, match=r"No new mail in .*already in .*same --name"):
+        _ingest(settings, options)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no files"):  # a folder without mail says so
+        _ingest(settings, RetrainOptions(inbox=tmp_path / "empty"))

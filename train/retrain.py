@@ -165,6 +165,12 @@ def _ingest(settings: Settings, options: RetrainOptions) -> dict[str, Any]:
     from env.ingest import ingest
 
     report = ingest([options.inbox], settings.db_path, progress=True)
+    if not report.inboxes and (report.skipped_sources or report.duplicate):
+        raise ValueError(
+            f"No new mail in {options.inbox}: it is already in {settings.db_path} "
+            f"({report.skipped_sources} sources unchanged, {report.duplicate} duplicate messages). "
+            "Resume the retrain that ingested it (same --name), or point --inbox at new mail."
+        )
     if not report.inboxes:
         raise ValueError(f"No mailbox found in {options.inbox}; check the path and format.")
     return {"inboxes": list(report.inboxes), "ingested": report.ingested, "quarantined": report.quarantined}
