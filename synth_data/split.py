@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sqlite_utils
@@ -117,13 +118,26 @@ def split_by_time(
 
     The cut-off is the last train question's ``query_date``. With ``db`` the cited emails' own dates
     decide whether a test question is clean; without it they are bounded by ``query_date`` minus 30
-    days (the generator's rule), which is stricter.
+    days (the generator's rule), which is stricter. Where that leaves an inbox without a clean test
+    question (a small mailbox whose mail spans a few weeks: every later question cites mail older
+    than the last training question's date), the cut-off is searched among the questions' dates
+    instead: train = asked on or before it, test = citing only mail after it, the test share closest
+    to ``test_fraction`` (ties: the most questions kept).
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError("test_fraction must be between 0 and 1")
     import datetime as dt
 
     days = _cited_days(db, questions) if db is not None else {}
+
+    def earliest(q: Question) -> str:
+        """The earliest day of the mail ``q`` cites (bounded as described above)."""
+        if db is not None:
+            return min(days.get(q.id) or [q.query_date])
+        if not q.message_ids:
+            return q.query_date
+        return (dt.date.fromisoformat(q.query_date) - dt.timedelta(days=30)).isoformat()
+
     by_inbox: dict[str, list[Question]] = defaultdict(list)
     for q in questions:
         by_inbox[q.inbox_key].append(q)
@@ -136,19 +150,31 @@ def split_by_time(
             out.train += [_tag(q, "train") for q in group]
             continue
         cutoff = dates[n_train - 1]
+        if not any(q.query_date > cutoff and earliest(q) > cutoff for q in group):
+            cutoff = _evidence_cutoff(group, earliest, test_fraction) or cutoff
         out.cutoffs[key] = cutoff
         for q in group:
             if q.query_date <= cutoff:
                 out.train.append(_tag(q, "train"))
-                continue
-            if db is not None:
-                earliest = min(days.get(q.id) or [q.query_date])
-            else:
-                earliest = (dt.date.fromisoformat(q.query_date) - dt.timedelta(days=30)).isoformat()
-                earliest = q.query_date if not q.message_ids else earliest
-            if earliest > cutoff:
+            elif earliest(q) > cutoff:
                 out.test.append(_tag(q, "test"))
             else:
                 dropped["straddles_cutoff"] += 1
     out.dropped = dict(dropped)
     return out
+
+
+def _evidence_cutoff(
+    group: list[Question], earliest: Callable[[Question], str], test_fraction: float
+) -> str | None:
+    """The day that splits ``group`` into train (asked on or before it) and test (citing only later
+    mail) with the test share closest to ``test_fraction``, most questions kept on a tie; None when
+    no day leaves both sides a question."""
+    best: tuple[float, int, str] | None = None
+    for day in sorted({q.query_date for q in group} | {earliest(q) for q in group}):
+        train = sum(q.query_date <= day for q in group)
+        test = sum(q.query_date > day and earliest(q) > day for q in group)
+        if train and test:
+            score = (abs(test / (train + test) - test_fraction), -(train + test), day)
+            best = min(best, score) if best else score
+    return best[2] if best else None

@@ -64,11 +64,17 @@ def test_split_by_time_drops_a_question_that_straddles_the_cutoff() -> None:
         return Question(str(i), "a@x.com", f"Question {i}?", "yes", ids, day)
 
     questions = [q(1, "2001-01-10", ["<a>"]), q(2, "2001-02-10", ["<b>"]), q(3, "2001-02-15", ["<c>"])]
-    split = split_by_time(questions, test_fraction=0.34)  # cutoff 2001-02-10
-    assert [x.id for x in split.train] == ["1", "2"]
-    assert split.test == [] and split.dropped == {"straddles_cutoff": 1}
     later = [*questions[:2], dataclasses.replace(questions[2], query_date="2001-04-01")]
-    assert [x.id for x in split_by_time(later, test_fraction=0.34).test] == ["3"]
+    split = split_by_time(later, test_fraction=0.34)  # cut-off 2001-02-10: 3 cites mail after it
+    assert [x.id for x in split.train] == ["1", "2"] and [x.id for x in split.test] == ["3"]
+    # Mail close together: at the query-date cut-off (2001-02-10) question 3 may cite mail from up to
+    # 30 days before 2001-02-15, so no test question is clean; the cut-off moves to a date that
+    # leaves one (2001-01-11: 1 asked before it, 3 citing only later mail) and 2 straddles it.
+    split = split_by_time(questions, test_fraction=0.34)
+    assert [x.id for x in split.train] == ["1"] and [x.id for x in split.test] == ["3"]
+    assert split.dropped == {"straddles_cutoff": 1} and split.cutoffs == {"a@x.com": "2001-01-11"}
+    same_day = [dataclasses.replace(x, query_date="2001-02-10") for x in questions]
+    assert split_by_time(same_day, test_fraction=0.34).test == []  # no date separates them
 
 
 def test_cli_split_writes_both_files(tmp_path: Path) -> None:
