@@ -146,6 +146,7 @@ def test_every_field_has_help_and_a_group() -> None:
         "train.registry",
         "train.sft",
         "train.retrain",
+        "train.budget",
         "train.metrics",
         "train.rollout",
     ],

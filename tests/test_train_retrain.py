@@ -1,19 +1,23 @@
 """`inboxrl retrain` end to end on CPU, on a small maildir that is not part of the default inbox.
 
-Ingest -> template QA -> split -> SFT (1 step) -> GRPO (1 step) -> eval of base vs new adapter on the
-real vLLM server -> register only if not worse (and load it into the server). Rerunning resumes:
-finished stages are skipped, and a stage whose record is removed runs again.
+Ingest -> template QA -> split -> SFT -> GRPO (each stopped by the time budget after 1 of its 2
+planned steps) -> eval of base vs new adapter on a vLLM server the stage starts (the adapter merged
+into its weights) -> register only if not worse. Rerunning resumes: finished stages are skipped, and
+stages whose records are removed run again (here the eval, through the running server with the
+adapter loaded as a LoRA, and the register, which loads the adapter into that server).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from env.config import Settings
+from tests.fixtures.model import free_port
 from train.registry import list_runs
 from train.retrain import STAGES, STATE_FILE
 
@@ -86,15 +90,14 @@ def test_retrain_on_a_new_maildir(tmp_path: Path, vllm_server: Settings, release
     env = {
         "INBOXRL_HOME": str(home),
         "INBOXRL_DB": str(home / "inbox.db"),
-        "INBOXRL_BASE_URL": vllm_server.base_url,
+        "INBOXRL_BASE_URL": f"http://127.0.0.1:{free_port()}/v1",  # no server: the eval starts one
         "INBOXRL_API_KEY": vllm_server.api_key,
         "INBOXRL_MODEL": vllm_server.model,
         "INBOXRL_MAX_TURNS": "2",
     }
     args = [
         "retrain", "--inbox", str(maildir), "--model", str(released_model_dir), "--name", "reyes-1",
-        "--preset", "smoke", "--questions-per-inbox", "10", "--sft-steps", "1", "--grpo-steps", "1",
-        "--eval-questions", "2",
+        "--preset", "smoke", "--questions-per-inbox", "10", "--minutes", "0.05", "--eval-questions", "2",
     ]  # fmt: skip
     result = CliRunner().invoke(cli, args, env=env)
     assert result.exit_code == 0, result.output + repr(result.exception)
@@ -105,10 +108,33 @@ def test_retrain_on_a_new_maildir(tmp_path: Path, vllm_server: Settings, release
     assert stages["ingest"]["inboxes"] == ["reyes-d"] and stages["ingest"]["ingested"] == len(TOPICS)
     assert stages["synth"]["generator"] == "template"
     assert Path(stages["split"]["train"]).is_file() and Path(stages["split"]["test"]).is_file()
-    assert stages["sft"]["steps"] == 1 and stages["grpo"]["steps"] == 1
+    for stage in ("sft", "grpo"):  # the smoke preset plans 2 steps; 3 seconds fit one
+        assert stages[stage]["steps"] == 1
+        assert (
+            stages[stage]["budget_stop"]["step"] == 1 and stages[stage]["budget_stop"]["planned_steps"] == 2
+        )
+    assert re.search(r"SFT +1 step \(time budget: 1 of 2 planned\)", result.output), result.output
     assert set(stages["eval"]) == {"base", "new"}  # no earlier adapter to beat
     for summary in stages["eval"].values():
         assert summary["n"] >= 1 and summary["accuracy"] is not None
+    assert not (home / "runs" / "reyes-1" / "generation" / "run" / "vllm.pid").exists()  # its server ended
+    assert "hallucination_rate" in stages["register"]["decision"]
+    assert "95% CI" in stages["register"]["decision"]
+    assert "Retrain reyes-1" in result.output and "new adapter" in result.output
+
+    # Resume: finished stages are skipped; stages whose records are gone run again, here through the
+    # running server (the adapter loaded as a LoRA), where a registered adapter is loaded too.
+    del state["stages"]["eval"], state["stages"]["register"]
+    state_path.write_text(json.dumps(state))
+    served = {**env, "INBOXRL_BASE_URL": vllm_server.base_url}
+    again = CliRunner().invoke(cli, args, env=served)
+    assert again.exit_code == 0, again.output + repr(again.exception)
+    assert "Resuming retrain reyes-1" in again.output
+    assert "[6/7] eval" in again.output and "[5/7]" not in again.output
+    stages = json.loads(state_path.read_text())["stages"]
+    assert list(stages) == list(STAGES)
+    assert stages["eval"]["new"]["model"] == "reyes-1-candidate"
+    assert "reyes-1-candidate" in served_models(vllm_server)
     settings = Settings(home=home, base_url=vllm_server.base_url, api_key=vllm_server.api_key)
     names = [r.name for r in list_runs(settings)]
     if stages["register"]["registered"]:
@@ -116,19 +142,6 @@ def test_retrain_on_a_new_maildir(tmp_path: Path, vllm_server: Settings, release
         assert "reyes-1" in served_models(settings)
     else:
         assert names == [] and "Not registered" in stages["register"]["decision"]
-    assert (
-        "hallucination_rate" in stages["register"]["decision"] and "95% CI" in stages["register"]["decision"]
-    )
-    assert "Retrain reyes-1" in result.output and "new adapter" in result.output
-
-    # Resume: finished stages are skipped; a stage whose record is gone runs again.
-    del state["stages"]["register"]
-    state_path.write_text(json.dumps(state))
-    again = CliRunner().invoke(cli, args, env=env)
-    assert again.exit_code == 0, again.output + repr(again.exception)
-    assert "Resuming retrain reyes-1" in again.output
-    assert "[7/7] register" in again.output and "[1/7]" not in again.output
-    assert list(json.loads(state_path.read_text())["stages"]) == list(STAGES)
 
 
 def _eval_dir(root: Path, db: Path, name: str, outcomes: list[str]) -> Path:

@@ -121,6 +121,12 @@ class _TrainFields:
     )
     logging_steps: int = _f(1, "Log metrics every N steps.", "Checkpoints and logging")
     seed: int = _f(42, "Random seed (data order, sampling, LoRA init).", "Checkpoints and logging")
+    max_minutes: float | None = _f(
+        None,
+        "Time budget from the trainer's start: stop (with a checkpoint) before the step that would end "
+        "past it, predicted from the steps so far (train.budget); None = train every planned step.",
+        "Checkpoints and logging",
+    )
 
     def _check_common(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
@@ -137,6 +143,8 @@ class _TrainFields:
             raise ValueError(f"cpu_threads={self.cpu_threads}: set 0 (torch's default) or a thread count.")
         if not 0 <= self.unanswerable_share < 1:
             raise ValueError(f"unanswerable_share={self.unanswerable_share}: set a share in [0, 1).")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError(f"max_minutes={self.max_minutes}: set a positive budget, or none.")
         if self.save_steps < 1:
             raise ValueError(f"save_steps={self.save_steps}: checkpoints need save_steps >= 1.")
         if self.dtype not in DTYPES:

@@ -33,6 +33,7 @@ from typing import Any
 
 from env.config import Settings
 from synth_data.questions import Question, save_questions
+from train.budget import budget_callbacks
 from train.config import InboxGRPOConfig
 from train.env import InboxEnvironment, build_dataset, make_reward, use_serving_tool_schemas
 from train.loading import (
@@ -132,7 +133,7 @@ def train_grpo(
             if rollouts
             else InboxEnvironment.factory(settings.db_path, config.max_body_chars),
             rollout_func=rollouts,
-            callbacks=[make_callback(folder / METRICS, stage="grpo")],
+            callbacks=[make_callback(folder / METRICS, stage="grpo"), *budget_callbacks(config.max_minutes)],
         )
         if rollouts is None:
             use_serving_tool_schemas(trainer)

@@ -253,6 +253,7 @@ def train_and_save(
     Writes ``<folder>/adapter``, ``training.png`` and ``result.json`` (the returned
     :class:`TrainResult`); ``data`` is what the run trained on, kept in the result.
     """
+    from train.budget import budget_stop
     from train.metrics import plot_metrics
     from train.registry import write_json_atomic
 
@@ -268,6 +269,9 @@ def train_and_save(
         output = trainer.train(resume_from_checkpoint=str(start) if start else None)
         runtime = float(output.metrics.get("train_runtime", time.monotonic() - began))
         trainer.save_model(str(adapter_dir))
+        stopped = budget_stop(trainer)
+        if stopped:
+            data = {**data, "budget_stop": stopped}
     metrics_path = folder / METRICS
     plot = plot_metrics(metrics_path, folder / "training.png", title=f"{stage.upper()} {name}")
     result = TrainResult(

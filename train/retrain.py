@@ -11,7 +11,12 @@ same command skips what is done and resumes the stage that was interrupted):
 4. ``sft`` (optional): warm-start LoRA on trajectories built from the train questions.
 5. ``grpo``: LoRA GRPO from the SFT adapter (checkpoints: an interrupted run resumes).
 6. ``eval``: the base model, the previous adapter (the newest registered run) and the new one on
-   the test questions (``judge.evaluate``), through the running server or one started for it.
+   the test questions (``judge.evaluate``): through the running server (adapters loaded as LoRA),
+   else on a server the stage starts on the base model, each adapter merged into its weights in turn.
+
+``--minutes`` (default 30) bounds one invocation: SFT may use ``SFT_SHARE`` of the time left before
+the eval's reserve (``EVAL_SHARE`` of the budget) and GRPO the rest, each stopping before a step
+that would overrun (``max_minutes``, train.budget); the planned steps are the most that run.
 7. ``register``: the new adapter is registered only if it is not worse than the reference (the
    previous adapter, else the served model: by default the released agent, which the new adapter is
    trained on top of): mean reward not lower and hallucination rate not higher, paired by question
@@ -22,6 +27,9 @@ same command skips what is done and resumes the stage that was interrupted):
 from __future__ import annotations
 
 import json
+import logging
+import shutil
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,8 +46,14 @@ from train.registry import (
     write_json_atomic,
 )
 
+log = logging.getLogger(__name__)
+
 STAGES = ("ingest", "synth", "split", "sft", "grpo", "eval", "register")
 STATE_FILE = "retrain.json"
+EVAL_SHARE = 0.15
+"""Share of ``--minutes`` kept for the eval stage (and the servers' and models' start-up)."""
+SFT_SHARE = 0.35
+"""Share of the training time left at the SFT stage that SFT may use; GRPO gets the rest."""
 
 
 @dataclass
@@ -58,6 +72,7 @@ class RetrainOptions:
     eval_questions: int | None = None
     test_fraction: float = 0.3
     grpo_overrides: list[str] = field(default_factory=list)
+    minutes: float | None = 30.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
@@ -80,6 +95,13 @@ class RetrainOutcome:
         """A few lines for the terminal."""
         stages = self.state["stages"]
         lines = [f"Retrain {self.name}:"]
+        for stage in ("sft", "grpo"):
+            done = stages.get(stage) or {}
+            if done.get("steps"):
+                stop = done.get("budget_stop")
+                why = f" (time budget: {stop['step']} of {stop['planned_steps']} planned)" if stop else ""
+                steps = done["steps"]
+                lines.append(f"  {stage.upper():17s} {steps} step{'s' if steps != 1 else ''}{why}")
         ev = stages.get("eval", {})
         for label, key in (("base model", "base"), ("previous adapter", "previous"), ("new adapter", "new")):
             s = ev.get(key)
@@ -130,6 +152,7 @@ def run_retrain(
     else:
         state = {"name": name, "options": options.to_dict(), "stages": {}}
     previous = _previous_run(settings, exclude=name)
+    deadline = time.monotonic() + options.minutes * 60 if options.minutes else None
 
     def done(stage: str, result: dict[str, Any]) -> None:
         state["stages"][stage] = result
@@ -139,8 +162,8 @@ def run_retrain(
         "ingest": lambda: _ingest(settings, options),
         "synth": lambda: _synth(settings, options, state, folder),
         "split": lambda: _split(settings, options, state, folder),
-        "sft": lambda: _sft(settings, options, state, name),
-        "grpo": lambda: _grpo(settings, options, state, name),
+        "sft": lambda: _sft(settings, options, state, name, _training_minutes(options, deadline, SFT_SHARE)),
+        "grpo": lambda: _grpo(settings, options, state, name, _training_minutes(options, deadline, 1.0)),
         "eval": lambda: _eval(settings, options, state, folder, previous),
         "register": lambda: _register(settings, options, state, name, previous),
     }
@@ -150,6 +173,15 @@ def run_retrain(
         echo(f"[{index}/{len(STAGES)}] {stage}")
         done(stage, stages[stage]())
     return RetrainOutcome(name=name, state=state)
+
+
+def _training_minutes(options: RetrainOptions, deadline: float | None, share: float) -> float | None:
+    """A training stage's ``max_minutes``: ``share`` of what is left before the eval's reserve, or
+    None without ``--minutes``. With nothing left it is a token budget: a stage always trains a step."""
+    if deadline is None or not options.minutes:
+        return None
+    left = (deadline - time.monotonic()) / 60 - options.minutes * EVAL_SHARE
+    return round(max(left * share, 0.01), 2)
 
 
 def _previous_run(settings: Settings, exclude: str) -> RunInfo | None:
@@ -222,7 +254,9 @@ def _split(settings: Settings, options: RetrainOptions, state: dict, folder: Pat
     return {**split.summary(), "train": str(train), "test": str(test)}
 
 
-def _sft(settings: Settings, options: RetrainOptions, state: dict, name: str) -> dict[str, Any]:
+def _sft(
+    settings: Settings, options: RetrainOptions, state: dict, name: str, minutes: float | None
+) -> dict[str, Any]:
     if not options.sft:
         return {"skipped": True}
     from train.config import InboxSFTConfig, load_config
@@ -231,12 +265,22 @@ def _sft(settings: Settings, options: RetrainOptions, state: dict, name: str) ->
     overrides: dict[str, Any] = {"questions": state["stages"]["split"]["train"], "base_model": options.model}
     if options.sft_steps is not None:
         overrides["max_steps"] = options.sft_steps
+    if minutes:
+        overrides["max_minutes"] = minutes
     config = load_config(InboxSFTConfig, options.preset, None, overrides)
     result = train_sft(settings, config, name=f"{name}-sft", resume=True)
-    return {"adapter": result.adapter_dir, "run": result.name, "steps": result.steps}
+    return {
+        "adapter": result.adapter_dir,
+        "run": result.name,
+        "steps": result.steps,
+        "max_minutes": minutes,
+        "budget_stop": result.data.get("budget_stop"),
+    }
 
 
-def _grpo(settings: Settings, options: RetrainOptions, state: dict, name: str) -> dict[str, Any]:
+def _grpo(
+    settings: Settings, options: RetrainOptions, state: dict, name: str, minutes: float | None
+) -> dict[str, Any]:
     from train.config import InboxGRPOConfig, load_config, parse_overrides
     from train.grpo import train_grpo
 
@@ -247,12 +291,15 @@ def _grpo(settings: Settings, options: RetrainOptions, state: dict, name: str) -
         overrides["init_adapter"] = sft["adapter"]
     if options.grpo_steps is not None:
         overrides["max_steps"] = options.grpo_steps
+    if minutes:
+        overrides.setdefault("max_minutes", minutes)  # a --set max_minutes=... wins
     config = load_config(InboxGRPOConfig, options.preset, None, overrides)
     result = train_grpo(settings, config, name=name, resume=True)
     return {
         "adapter": result.adapter_dir,
         "base_model": result.base_model,
         "steps": result.steps,
+        "budget_stop": result.data.get("budget_stop"),
         "config": config.to_dict(),
         "metrics": result.metrics_path,
     }
@@ -261,46 +308,74 @@ def _grpo(settings: Settings, options: RetrainOptions, state: dict, name: str) -
 def _eval(
     settings: Settings, options: RetrainOptions, state: dict, folder: Path, previous: RunInfo | None
 ) -> dict[str, Any]:
-    from env.model import is_healthy, load_adapter, model_prompt_settings, serve, stop
+    from env.model import is_healthy, model_prompt_settings
     from judge.evaluate import evaluate
     from synth_data.questions import load_questions
 
     test_path = state["stages"]["split"]["test"]
     questions = load_questions(test_path)[: options.eval_questions or None]
-    new_adapter = Path(state["stages"]["grpo"]["adapter"])
+    grpo = state["stages"]["grpo"]
     candidate = f"{state['name']}-candidate"
-    started = not is_healthy(settings.base_url, settings.api_key)
-    if started:
-        adapters = {candidate: new_adapter}
+    # key -> (served name, adapter folder (None: the base model itself), prompt settings), in eval order
+    models: dict[str, tuple[str, Path | None, dict]] = {
+        "base": (settings.model, None, model_prompt_settings(settings.model)),  # the released: its prompt
+    }
+    if previous:
+        models["previous"] = (previous.name, previous.adapter_dir, prompt_settings(previous.config))
+    models["new"] = (candidate, Path(grpo["adapter"]), prompt_settings(grpo["config"]))
+
+    def run(key: str, agent: Settings, label: str) -> dict[str, Any]:
+        out_dir = folder / "eval" / key
+        _drop_other_models_eval(out_dir, agent.model)
+        summary = evaluate(
+            questions, db_path=settings.db_path, out_dir=out_dir, settings=agent, questions_path=test_path
+        )
+        return {**_headline(summary), "model": label, "out_dir": str(out_dir)}
+
+    if is_healthy(settings.base_url, settings.api_key):  # the user's server (a GPU, say): adapters as LoRA
+        from env.model import load_adapter
+
+        load_adapter(settings, candidate, Path(grpo["adapter"]))
         if previous:
-            adapters[previous.name] = previous.adapter_dir
-        model_dir = Path(state["stages"]["grpo"]["base_model"])
-        serve(settings, model_dir=model_dir, adapters=adapters)
-    try:
-        if not started:
-            load_adapter(settings, candidate, new_adapter)
-            if previous:
-                _ensure_loaded(settings, previous)
-        out = {}
-        models = {
-            "base": (settings.model, model_prompt_settings(settings.model)),  # the released: its own prompt
-            "new": (candidate, prompt_settings(state["stages"]["grpo"]["config"])),
-        }
-        if previous:
-            models["previous"] = (previous.name, prompt_settings(previous.config))
-        for key, (model, prompt) in models.items():
-            summary = evaluate(
-                questions,
-                db_path=settings.db_path,
-                out_dir=folder / "eval" / key,
-                settings=settings.model_copy(update={"model": model, **prompt}),
-                questions_path=test_path,
-            )
-            out[key] = {**_headline(summary), "model": model, "out_dir": str(folder / "eval" / key)}
-    finally:
-        if started:
-            stop(settings)
+            _ensure_loaded(settings, previous)
+        served = {}
+        for key, (name, _, prompt) in models.items():
+            served[key] = run(key, settings.model_copy(update={"model": name, **prompt}), name)
+        return served
+    # Our own server on the base model, each adapter merged into its weights in turn (as GRPO's
+    # rollouts and the checkpoint pick do): vLLM's CPU build spends minutes compiling the first
+    # batches through a LoRA, a weight reload costs seconds.
+    import torch
+
+    from env.hardware import choose_dtype
+    from train.rollout import GENERATION_DIR, generation_server, write_weights
+    from train.select import merged_weights
+
+    base_model = grpo["base_model"]
+    dtype = getattr(torch, choose_dtype("cpu", settings.dtype).dtype)
+    out = {}
+    with generation_server(settings, base_model, folder) as server:
+        for key, (name, adapter, prompt) in models.items():
+            if adapter is not None:
+                write_weights(
+                    server, merged_weights(base_model, adapter, dtype), folder / GENERATION_DIR / "weights"
+                )
+            out[key] = run(key, server.model_copy(update=prompt), options.model or name)
     return out
+
+
+def _drop_other_models_eval(out_dir: Path, model: str) -> None:
+    """Remove an unfinished eval in ``out_dir`` that asked another served model (the stage resumed on
+    the other kind of server), which ``judge.evaluate`` would refuse to resume."""
+    try:
+        asked = json.loads((out_dir / "run.json").read_text())["model"]
+    except (OSError, ValueError, KeyError):
+        return
+    if asked != model:
+        log.warning(
+            "Starting %s again: its unfinished eval asked %r, this one asks %r.", out_dir, asked, model
+        )
+        shutil.rmtree(out_dir)
 
 
 def _ensure_loaded(settings: Settings, run: RunInfo) -> None:

@@ -162,7 +162,7 @@ def select_checkpoint(
         )
         for cand in cands:
             out = folder / "selection" / f"step-{cand.step}"
-            write_weights(server, _merged(base_model, cand.path, dtype), weights)
+            write_weights(server, merged_weights(base_model, cand.path, dtype), weights)
             summary = evaluate(
                 questions,
                 db_path=settings.db_path,
@@ -192,8 +192,9 @@ def select_checkpoint(
     return result
 
 
-def _merged(base_model: str, adapter: str, dtype: Any) -> dict[str, Any]:
-    """The base weights with ``adapter`` merged in, named as in the base checkpoint."""
+def merged_weights(base_model: str | Path, adapter: str | Path, dtype: Any) -> dict[str, Any]:
+    """The base weights with ``adapter`` merged in, named as in the base checkpoint (what
+    ``train.rollout.write_weights`` loads into a generation server)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

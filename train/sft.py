@@ -32,6 +32,7 @@ from env.prompt import I_DONT_KNOW, build_messages
 from env.tools import MAX_BODY_CHARS, InboxTools, ToolError, make_tools
 from synth_data.ground import answer_terms_in, normalize
 from synth_data.questions import Question
+from train.budget import budget_callbacks
 from train.config import InboxSFTConfig
 from train.env import FINAL_TOOL, template_messages
 from train.loading import (
@@ -472,7 +473,7 @@ def train_sft(
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[make_callback(folder / METRICS, stage="sft")],
+        callbacks=[make_callback(folder / METRICS, stage="sft"), *budget_callbacks(config.max_minutes)],
     )
     data = {k: v for k, v in info.items() if k not in ("questions", "n_questions")}
     return train_and_save(

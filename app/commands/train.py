@@ -245,6 +245,13 @@ def retrain(
     eval_questions: Annotated[
         int | None, typer.Option(help="Evaluate on at most this many test questions.")
     ] = None,
+    minutes: Annotated[
+        float,
+        typer.Option(
+            help="Time budget for this run: SFT and GRPO stop early to leave the eval its share "
+            "(0 = train every planned step)."
+        ),
+    ] = 30.0,
     set_: Sets = None,
 ) -> None:
     """Ingest new mail, make QA, train (SFT + GRPO), evaluate, and register the adapter if it is not worse."""
@@ -263,6 +270,7 @@ def retrain(
         grpo_steps=grpo_steps,
         eval_questions=eval_questions,
         grpo_overrides=list(set_ or []),
+        minutes=minutes or None,
     )
     try:
         outcome = run_retrain(settings, options)
