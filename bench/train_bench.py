@@ -226,6 +226,7 @@ METRICS = (
     ("answerable_accuracy", "acc. (answerable)"),
     ("unanswerable_abstention", "IDK (unanswerable)"),
     ("reward", "reward"),
+    ("outcome_reward", "outcome reward"),
 )
 
 
@@ -353,7 +354,14 @@ def _means_table(comparison: dict) -> list[str]:
 
 def _diff_table(comparison: dict) -> list[str]:
     baseline = comparison["baseline"]
-    metrics = ("reward", "accuracy", "hallucination_rate", "answerable_accuracy", "unanswerable_abstention")
+    metrics = (
+        "reward",
+        "outcome_reward",
+        "accuracy",
+        "hallucination_rate",
+        "answerable_accuracy",
+        "unanswerable_abstention",
+    )
     lines = [
         f"| model - {baseline} | " + " | ".join(metrics) + " |",
         "|---|" + "---|" * len(metrics),
@@ -526,8 +534,10 @@ def write_report(trained: dict, comparisons: dict, args: argparse.Namespace) -> 
         "Judge: deterministic. `always-idk` answers 'I don't know' to everything at once "
         "(`judge.baseline`). Accuracy counts 'I don't know' on an unanswerable question as correct; "
         "`precision` is correct / answered on answerable questions; `acc. (answerable)` and "
-        "`IDK (unanswerable)` split the two kinds. Differences are paired by question, 95% bootstrap CI "
-        "(10,000 resamples) and two-sided p-value.",
+        "`IDK (unanswerable)` split the two kinds. `outcome reward` is the reward without its process "
+        "credit (a search that surfaced or read a gold email earns some even when the agent then "
+        "abstains, which `always-idk` never can): the fair comparison with `always-idk`. Differences "
+        "are paired by question, 95% bootstrap CI (10,000 resamples) and two-sided p-value.",
         "",
         *_self_lines(trained.get("self")),
         *_grpo_lines(trained.get("grpo"), args),

@@ -131,12 +131,11 @@ def _fmt(metric: str, value: float | None) -> str:
 def _delta(metric: str, test: dict | None) -> str:
     if not test:
         return "-"
-    scale, unit = (100, " pp") if _fmt(metric, 0.0).endswith("%") else (1, "")
+    scale, unit, digits = (100, " pp", 1) if _fmt(metric, 0.0).endswith("%") else (1, "", 2)
     mark = "*" if test["p_value"] < 0.05 else ""
-    return (
-        f"{scale * test['diff']:+.1f}{unit} [{scale * test['ci_low']:+.1f}, {scale * test['ci_high']:+.1f}] "
-        f"p={test['p_value']:.3f}{mark}"
-    )
+    low, high = scale * test["ci_low"], scale * test["ci_high"]
+    diff = f"{scale * test['diff']:+.{digits}f}{unit}"
+    return f"{diff} [{low:+.{digits}f}, {high:+.{digits}f}] p={test['p_value']:.3f}{mark}"
 
 
 def print_table(result: dict[str, Any]) -> None:

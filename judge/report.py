@@ -138,6 +138,7 @@ def write_report(out_dir: Path, rows: list[dict], summary: dict, plots: list[str
         f"| source precision | {_pct(s['source_precision'])} |",
         f"| source recall | {_pct(s['source_recall'])} |",
         f"| mean reward (std) | {_num(s['reward_mean'])} ({_num(s['reward_std'])}) |",
+        f"| mean outcome reward (no process credit) | {_num(s.get('outcome_reward_mean'))} |",
         f"| avg turns | {_num(s['avg_turns'])} |",
         f"| avg tool calls | {_num(s['avg_tool_calls'])} |",
         f"| failed tool calls | {_pct(s['failed_tool_call_rate'])} |",

@@ -14,6 +14,10 @@ not even turns or latency: it says nothing about the model.
 - ``answerable_accuracy`` / ``answered_precision``: correct among the answerable questions / among
   those of them the agent answered (per row, so ``judge.compare`` gives them CIs);
 - ``unanswerable_abstention``: declined ("I don't know") on an unanswerable question;
+- ``outcome_reward``: the reward's outcome part alone (correct +1, "I don't know" 0, wrong -1, no
+  answer below that): ``reward`` less the process and format credit, which an agent that searches
+  and then abstains earns and the "always I don't know" policy cannot, so the comparison with that
+  policy is fair on this one;
 - ``source_precision``: gold emails among the cited ones (rows that cite something);
 - ``source_recall``: gold emails cited (questions with gold emails; nothing cited counts 0).
 """
@@ -51,6 +55,9 @@ ROW_METRICS: dict[str, Callable[[dict], float | None]] = {
     "hallucination_rate": lambda r: _flag(r, "incorrect"),
     "no_answer_rate": lambda r: _flag(r, "no_answer"),
     "reward": lambda r: (r.get("reward") or {}).get("total") if outcome_group(r) else None,
+    "outcome_reward": lambda r: (
+        ((r.get("reward") or {}).get("components") or {}).get("outcome") if outcome_group(r) else None
+    ),
     "answerable_accuracy": lambda r: _flag(r, "correct") if _answerable(r) else None,
     "answered_precision": lambda r: _flag(r, "correct") if _answerable(r) and _answered(r) else None,
     "unanswerable_abstention": lambda r: None if _answerable(r) else _flag(r, "correct"),
@@ -68,6 +75,7 @@ HIGHER_IS_BETTER: dict[str, bool | None] = {
     "hallucination_rate": False,
     "no_answer_rate": False,
     "reward": True,
+    "outcome_reward": True,
     "answerable_accuracy": True,
     "answered_precision": True,
     "unanswerable_abstention": True,
@@ -130,6 +138,7 @@ def _rates(rows: list[dict]) -> dict[str, Any]:
         **rate,
         "answer_precision": counts["correct"] / answered if answered else None,
         "reward_mean": mean(ROW_METRICS["reward"](r) for r in rows),
+        "outcome_reward_mean": mean(ROW_METRICS["outcome_reward"](r) for r in rows),
     }
 
 

@@ -78,3 +78,28 @@ def test_the_cli_scores_the_policy(idk_run: tuple[Path, dict], default_db_path: 
     missing = CliRunner().invoke(cli, ["eval", "--policy", "idk", "--db", str(tmp_path / "no.db")])
     assert missing.exit_code == 1 and "inboxrl ingest" in missing.output
     assert not (tmp_path / "x").exists() and not (tmp_path / "no.db").exists()
+
+
+def test_process_credit_beats_the_policy_on_reward_but_not_on_outcome_reward(
+    idk_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """An agent that searches, finds a gold email and then says "I don't know" earns process credit
+    the policy cannot: ahead on ``reward``, level on ``outcome_reward``."""
+    out, summary = idk_run
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    outcomes = [r["reward"]["components"]["outcome"] for r in rows]
+    assert summary["outcome_reward_mean"] == pytest.approx(sum(outcomes) / len(outcomes))
+    for row in rows:
+        if row["question"]["answer"] is not None:
+            row["reward"] = {
+                **row["reward"],
+                "total": 0.1,
+                "components": {"outcome": 0.0, "process_found": 0.1},
+            }
+    searcher = tmp_path / "searcher"
+    searcher.mkdir()
+    (searcher / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (searcher / "summary.json").write_text((out / "summary.json").read_text())
+    result = compare([out, searcher], resamples=2000)
+    assert result["metrics"]["reward"]["vs_baseline"]["searcher"]["diff"] > 0
+    assert result["metrics"]["outcome_reward"]["vs_baseline"]["searcher"]["diff"] == 0

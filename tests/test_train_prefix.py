@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.fixtures.model import tiny_llama
 from train.prefix import (
     PrefixSharing,
     common_prefix_length,
@@ -24,20 +25,10 @@ VOCAB, PREFIX, PAD = 97, 40, 0
 @pytest.fixture
 def model() -> torch.nn.Module:
     from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
-    base = LlamaForCausalLM(config)
+    base = tiny_llama(vocab_size=VOCAB, max_position_embeddings=256)
     add_fused_lm_head(base, temperature=0.7, outputs=("log_probs", "entropy"))
     lora = LoraConfig(
         r=4,

@@ -11,6 +11,7 @@ import pytest
 
 from env.config import Settings
 from env.trajectory import Trajectory, Turn
+from tests.fixtures.model import tiny_llama
 from train.rollout import (
     RolloutError,
     ServerRollouts,
@@ -94,19 +95,9 @@ def test_prompt_key_ignores_key_order() -> None:
 def test_merged_weights_equal_peft_merge_and_unload() -> None:
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-    )
-    base = LlamaForCausalLM(config)
+    base = tiny_llama(tie_word_embeddings=True)
     names = set(base.state_dict())
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"])
     model = get_peft_model(base, lora)

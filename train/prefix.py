@@ -297,13 +297,17 @@ def shared_prefix_trainer(base: type) -> type:
             )
 
         def _window_prompts(self) -> list[torch.Tensor]:
-            """The unpadded prompts of every micro-batch of the step (TRL buffers them)."""
+            """The unpadded prompts of every micro-batch of the step (TRL buffers them), worked out
+            once per generation batch (TRL replaces the buffer list when it generates)."""
             batches = getattr(self, "_buffered_inputs", None) or []
-            return [
-                real_tokens(ids, mask)
-                for batch in batches
-                for ids, mask in zip(batch["prompt_ids"], batch["prompt_mask"], strict=True)
-            ]
+            if getattr(self, "_window_source", None) is not batches:
+                self._window_source = batches
+                self._window = [
+                    real_tokens(ids, mask)
+                    for batch in batches
+                    for ids, mask in zip(batch["prompt_ids"], batch["prompt_mask"], strict=True)
+                ]
+            return self._window
 
         def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
             loss = super().training_step(model, inputs, num_items_in_batch)

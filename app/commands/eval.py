@@ -146,6 +146,10 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
             f"{pct(summary['source_precision'])} / {pct(summary['source_recall'])}",
         ),
         ("mean reward", "-" if summary["reward_mean"] is None else f"{summary['reward_mean']:.3f}"),
+        (
+            "  outcome part",
+            "-" if summary.get("outcome_reward_mean") is None else f"{summary['outcome_reward_mean']:.3f}",
+        ),
         ("avg turns / tool calls", f"{summary['avg_turns'] or 0:.2f} / {summary['avg_tool_calls'] or 0:.2f}"),
         (
             "latency p50 / p95",
