@@ -115,6 +115,8 @@ def test_retrain_on_a_new_maildir(tmp_path: Path, vllm_server: Settings, release
         )
     assert re.search(r"SFT +1 step \(time budget: 1 of 2 planned\)", result.output), result.output
     assert set(stages["eval"]) == {"base", "new"}  # no earlier adapter to beat
+    assert stages["eval"]["base"]["model"] == str(released_model_dir)
+    assert stages["eval"]["new"]["model"] == "reyes-1-candidate"
     for summary in stages["eval"].values():
         assert summary["n"] >= 1 and summary["accuracy"] is not None
     assert not (home / "runs" / "reyes-1" / "generation" / "run" / "vllm.pid").exists()  # its server ended

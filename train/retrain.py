@@ -360,7 +360,8 @@ def _eval(
                 write_weights(
                     server, merged_weights(base_model, adapter, dtype), folder / GENERATION_DIR / "weights"
                 )
-            out[key] = run(key, server.model_copy(update=prompt), options.model or name)
+            label = (options.model or name) if adapter is None else name  # the base: --model
+            out[key] = run(key, server.model_copy(update=prompt), label)
     return out
 
 
