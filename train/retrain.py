@@ -178,7 +178,7 @@ def run_retrain(
 def _training_minutes(options: RetrainOptions, deadline: float | None, share: float) -> float | None:
     """A training stage's ``max_minutes``: ``share`` of what is left before the eval's reserve, or
     None without ``--minutes``. With nothing left it is a token budget: a stage always trains a step."""
-    if deadline is None or not options.minutes:
+    if deadline is None:
         return None
     left = (deadline - time.monotonic()) / 60 - options.minutes * EVAL_SHARE
     return round(max(left * share, 0.01), 2)
@@ -345,21 +345,15 @@ def _eval(
     # Our own server on the base model, each adapter merged into its weights in turn (as GRPO's
     # rollouts and the checkpoint pick do): vLLM's CPU build spends minutes compiling the first
     # batches through a LoRA, a weight reload costs seconds.
-    import torch
-
-    from env.hardware import choose_dtype
-    from train.rollout import GENERATION_DIR, generation_server, write_weights
-    from train.select import merged_weights
+    from train.rollout import generation_server
+    from train.select import serve_merged
 
     base_model = grpo["base_model"]
-    dtype = getattr(torch, choose_dtype("cpu", settings.dtype).dtype)
     out = {}
     with generation_server(settings, base_model, folder) as server:
         for key, (name, adapter, prompt) in models.items():
             if adapter is not None:
-                write_weights(
-                    server, merged_weights(base_model, adapter, dtype), folder / GENERATION_DIR / "weights"
-                )
+                serve_merged(server, base_model, adapter, folder)
             label = (options.model or name) if adapter is None else name  # the base: --model
             out[key] = run(key, server.model_copy(update=prompt), label)
     return out

@@ -132,11 +132,9 @@ def select_checkpoint(
     Needs ``result.json`` (a finished run), whose ``data.selection`` gets the pick and why. Returns
     what ``selection.json`` holds.
     """
-    import torch
 
-    from env.hardware import choose_dtype
     from judge.evaluate import evaluate
-    from train.rollout import GENERATION_DIR, generation_server, write_weights
+    from train.rollout import generation_server
 
     folder = Path(folder)
     questions_file = folder / VALIDATION
@@ -149,8 +147,6 @@ def select_checkpoint(
     config = json.loads((folder / "train.json").read_text())["config"]
     base_model = json.loads((folder / "result.json").read_text())["base_model"]
     cands = candidates(folder, every, settings)
-    dtype = getattr(torch, choose_dtype("cpu", settings.dtype).dtype)
-    weights = folder / GENERATION_DIR / "weights"
     with generation_server(settings, base_model, folder) as server:
         agent = server.model_copy(
             update={
@@ -162,7 +158,7 @@ def select_checkpoint(
         )
         for cand in cands:
             out = folder / "selection" / f"step-{cand.step}"
-            write_weights(server, merged_weights(base_model, cand.path, dtype), weights)
+            serve_merged(server, base_model, cand.path, folder)
             summary = evaluate(
                 questions,
                 db_path=settings.db_path,
@@ -192,9 +188,20 @@ def select_checkpoint(
     return result
 
 
-def merged_weights(base_model: str | Path, adapter: str | Path, dtype: Any) -> dict[str, Any]:
-    """The base weights with ``adapter`` merged in, named as in the base checkpoint (what
-    ``train.rollout.write_weights`` loads into a generation server)."""
+def serve_merged(server: Settings, base_model: str | Path, adapter: str | Path, folder: Path) -> None:
+    """Have a run's generation server (``train.rollout.generation_server`` on ``base_model``) serve
+    ``adapter`` merged into the base weights, in the server's dtype, reloaded in place."""
+    import torch
+
+    from env.hardware import choose_dtype
+    from train.rollout import GENERATION_DIR, write_weights
+
+    dtype = getattr(torch, choose_dtype("cpu", server.dtype).dtype)
+    write_weights(server, _merged(base_model, adapter, dtype), folder / GENERATION_DIR / "weights")
+
+
+def _merged(base_model: str | Path, adapter: str | Path, dtype: Any) -> dict[str, Any]:
+    """The base weights with ``adapter`` merged in, named as in the base checkpoint."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
