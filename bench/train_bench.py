@@ -15,9 +15,13 @@
 3. SFT (trajectories built from the train pairs), then GRPO from the SFT adapter (``configs/``).
    Or, after SFT, the ``self`` stage (R-Tuning): the SFT model, served, answers a sample of the
    training questions; its right rollouts are kept and the others become "I don't know" after its
-   own searches (``relabel_wrong``), and SFT goes on from the SFT adapter on those plus the built
-   trajectories. The adapters learn without the prompt's worked example (``few_shot = false``) and
-   are served without it; the base model keeps it (zero-shot it never calls a tool).
+   own searches (``relabel_wrong``), or end with the gold answer where they read a cited email
+   holding it (``hindsight_answers``), and SFT goes on from the SFT adapter on those plus the built
+   trajectories. ``--self-from ADAPTER`` runs the self stage from another adapter instead (the
+   released one: model ``release+self``), without the SFT stage; ``--report NAME`` keeps another
+   report beside ``train.md``. The adapters learn without the prompt's worked example
+   (``few_shot = false``) and are served without it; the base model keeps it (zero-shot it never
+   calls a tool).
 4. Evaluate the "always I don't know" policy (``judge.baseline``), the base model, SFT and
    SFT+GRPO on both test sets (``judge.evaluate``, deterministic judge) through the vLLM server, one
    model at a time, each adapter merged into the base weights (vLLM's CPU build runs LoRA layers
@@ -113,7 +117,8 @@ def train(
     settings = Settings(home=home, db=data["db"])
     sft_adapter = str(home / "runs" / "sft-bench" / "adapter")
     grpo_start = str(home / "runs" / f"{args.grpo_from}-bench" / "adapter")
-    self_extra = {"init_adapter": sft_adapter, "source": "qa+teacher", "relabel_wrong": True}
+    self_start = str(args.self_from) if args.self_from else sft_adapter
+    self_extra = {"init_adapter": self_start, "source": "qa+teacher", "relabel_wrong": True}
     out = {}
     for stage, cls, file, extra in (
         ("sft", InboxSFTConfig, "sft-cpu.toml", {}),
@@ -160,14 +165,15 @@ def _train_self(
     values: dict,
     fn: Any,
 ) -> Any:
-    """The self stage: serve the SFT model as the teacher (as it is evaluated: same prompt, turns and
-    concurrency) while its rollouts are collected and relabeled (``train.sft.sft_data``), then train
-    on them with the server stopped."""
+    """The self stage: serve the adapter it starts from (the SFT stage's, or ``--self-from``) as the
+    teacher (as it is evaluated: same prompt, turns and concurrency) while its rollouts are collected
+    and relabeled (``train.sft.sft_data``), then train on them with the server stopped."""
     from env.model import serve, stop
     from train.config import load_config
     from train.sft import sft_data
 
-    teacher, served = _model_settings(home, data, model, args, "sft")
+    start = args.self_from or home / "runs" / RUN_OF["sft"] / "adapter"
+    teacher, served = _adapter_settings(home, data, model, args, Path(start), "self-teacher")
     values = {
         **values,
         "teacher_model": teacher.model,
@@ -201,7 +207,7 @@ def _device_name(device: str) -> str:
     return f"CPU, {os.cpu_count()} cores"
 
 
-MODELS = ("always-idk", "base", "previous", "sft", "sft+grpo", "sft+self", "sft+self+grpo")
+MODELS = ("always-idk", "base", "previous", "sft", "sft+grpo", "sft+self", "sft+self+grpo", "release+self")
 SHIPPED_EXAMPLES_FROM = 82  # shipped questions asked of a released model to pick its demo examples (all)
 SHIPPED_CONCURRENCY = 1
 """The shipped questions are asked one at a time, as `inboxrl ask` and the app ask them: batched with
@@ -212,8 +218,10 @@ RUN_OF = {
     "sft+grpo": "grpo-bench",
     "sft+self": "self-bench",
     "sft+self+grpo": "grpo-bench",
+    "release+self": "self-bench",
 }
-"""``sft+grpo`` and ``sft+self+grpo`` are the one GRPO run, named by where it started (``--grpo-from``)."""
+"""``sft+grpo`` and ``sft+self+grpo`` are the one GRPO run, named by where it started (``--grpo-from``);
+``release+self`` is the self stage started from the released adapter (``--self-from``)."""
 BASELINES = ("always-idk", "base", "previous", "sft+self")
 """Each model is compared with these (when evaluated): the trivial policy, the untrained model, the
 adapter released before and the R-Tuning adapter GRPO may start from."""
@@ -270,7 +278,8 @@ def evaluate_all(
             if args.previous_home is None:
                 raise SystemExit("The 'previous' row needs --previous-home (an earlier bench home).")
             for test_set in todo:
-                shutil.copytree(args.previous_home / "evals" / test_set / "sft", out(test_set, label))
+                source = args.previous_home / "evals" / test_set / args.previous_label
+                shutil.copytree(source, out(test_set, label))
             continue
         settings, served = _model_settings(home, data, model_dir, args, label)
         serve(settings, model_dir=served)
@@ -308,8 +317,6 @@ def _model_settings(
     it was trained with (``train.registry.prompt_settings``).
     """
     from env.config import EMBEDDED_MODEL_NAME, Settings
-    from train.loading import merge_adapter
-    from train.registry import prompt_settings
 
     base = Settings(
         home=home / "servers" / str(args.port),  # one server per port: evaluations can run side by side
@@ -325,9 +332,24 @@ def _model_settings(
     if label == "base":
         return base, Path(model_dir)
     run = home / "runs" / RUN_OF[label]
-    config = json.loads((run / "train.json").read_text())["config"]
-    served = merge_adapter(run / "adapter", home / "merged" / RUN_OF[label], base_model=model_dir)
-    return base.model_copy(update={"model": f"e-{RUN_OF[label]}", **prompt_settings(config)}), served
+    return _adapter_settings(home, data, model_dir, args, run / "adapter", RUN_OF[label])
+
+
+def _adapter_settings(
+    home: Path, data: dict[str, Path], model_dir: str, args: argparse.Namespace, adapter: Path, name: str
+) -> tuple[Any, Path]:
+    """Settings to serve and ask an adapter (a run's ``adapter`` folder, or a released one with its
+    ``run.json``) merged into the base weights as ``home/merged/<name>``, with its training prompt."""
+    from train.loading import merge_adapter
+    from train.registry import prompt_settings
+
+    base, _ = _model_settings(home, data, model_dir, args, "base")
+    record = (
+        adapter.parent / "train.json" if (adapter.parent / "train.json").exists() else adapter / "run.json"
+    )
+    config = json.loads(record.read_text())["config"]
+    served = merge_adapter(adapter, home / "merged" / name, base_model=model_dir)
+    return base.model_copy(update={"model": f"e-{name}", **prompt_settings(config)}), served
 
 
 def _ci(test: dict | None) -> str:
@@ -442,23 +464,29 @@ def _eval_minutes(home: Path) -> float:
     return total / 60
 
 
-def _self_lines(result: dict | None) -> list[str]:
-    """What the self stage trained on: the SFT model's rollouts on training questions, kept or relabeled."""
+def _self_lines(result: dict | None, args: argparse.Namespace) -> list[str]:
+    """What the self stage trained on: its starting model's rollouts on training questions, kept,
+    corrected or relabeled."""
     if not result:
         return []
     data = result.get("data") or {}
     teacher = data.get("teacher") or {}
     kept = teacher.get("kept_after_max_length") or {}
+    label, start = (
+        ("release+self", f"`{args.self_from}`") if args.self_from else ("sft+self", "the SFT adapter")
+    )
     return [
-        "Self stage (`sft+self`, R-Tuning): the SFT model, served, answered "
+        f"Self stage (`{label}`, R-Tuning): {start}, served, answered "
         f"{sum(v for k, v in teacher.items() if k != 'kept_after_max_length')} sampled training questions: "
-        f"{teacher.get('correct', 0)} right (kept), {teacher.get('relabeled', 0)} wrong, unfinished or "
-        'abstaining (kept as its own searches and reads, then "I don\'t know"), '
+        f"{teacher.get('correct', 0)} right (kept), {teacher.get('corrected', 0)} wrong, unfinished or "
+        "abstaining after reading a cited email that holds the answer (kept, ending with the gold "
+        f"answer: `hindsight_answers`), {teacher.get('relabeled', 0)} other wrong, unfinished or "
+        'abstaining ones (kept as its own searches and reads, then "I don\'t know"), '
         f"{teacher.get('failed_call', 0)} with a failed tool call and {teacher.get('dropped', 0)} others "
         f"dropped, {teacher.get('infra', 0)} infrastructure failures; {kept.get('correct', 0)} + "
-        f"{kept.get('relabeled', 0)} fit max_length. SFT went on from the SFT adapter for "
-        f"{result.get('steps')} steps on those and the {data.get('examples', 0) - sum(kept.values())} "
-        "trajectories built from the QA pairs.",
+        f"{kept.get('corrected', 0)} + {kept.get('relabeled', 0)} fit max_length. SFT went on from "
+        f"{start} for {result.get('steps')} steps on those and the "
+        f"{data.get('examples', 0) - sum(kept.values())} trajectories built from the QA pairs.",
         "",
     ]
 
@@ -504,7 +532,7 @@ def write_report(trained: dict, comparisons: dict, args: argparse.Namespace) -> 
     plots = {
         stage: plot_metrics(
             args.home / "runs" / f"{stage}-bench" / "metrics.jsonl",
-            RESULTS / f"train_{stage}_curve.png",
+            RESULTS / f"{args.report}_{stage}_curve.png",
             title=f"{stage.upper()} (train bench)",
         )
         for stage in stages
@@ -525,7 +553,7 @@ def write_report(trained: dict, comparisons: dict, args: argparse.Namespace) -> 
         f"evaluation {_eval_minutes(args.home):.0f} min.",
         "",
         f"Train: template pairs and the shipped LLM-written questions of {', '.join(TRAIN_INBOXES)} (the "
-        f"shipped default inbox; {trained['sft']['n_questions']} questions, unanswerable ones made from "
+        f"shipped default inbox; {trained[stages[0]]['n_questions']} questions, unanswerable ones made from "
         "them up to the config's `unanswerable_share`). Test: the other mailboxes of "
         "`../shared/data/enron`, never trained on: their LLM-written questions (`questions/*.jsonl`) and "
         f"{args.test_per_inbox} template pairs each. Every model gets {args.eval_turns} turns; the "
@@ -539,12 +567,13 @@ def write_report(trained: dict, comparisons: dict, args: argparse.Namespace) -> 
         "abstains, which `always-idk` never can): the fair comparison with `always-idk`. Differences "
         "are paired by question, 95% bootstrap CI (10,000 resamples) and two-sided p-value.",
         "",
-        *_self_lines(trained.get("self")),
+        *_self_lines(trained.get("self"), args),
         *_grpo_lines(trained.get("grpo"), args),
         *(
             [
                 "`previous` is an earlier released adapter, its evaluation copied from "
-                f"`{args.previous_home}` (same test sets, judge and turn budget).",
+                f"`{args.previous_home}` (`{args.previous_label}` there; same test sets, judge and turn "
+                "budget).",
                 "",
             ]
             if "previous" in labels
@@ -594,9 +623,9 @@ def write_report(trained: dict, comparisons: dict, args: argparse.Namespace) -> 
         *_train_rows([args.home, *args.timing_home]),
         "",
     ]
-    (RESULTS / "train.md").write_text("\n".join(lines) + "\n")
-    _copy_raw(args.home, RESULTS / "train_evals")
-    (RESULTS / "train.json").write_text(
+    (RESULTS / f"{args.report}.md").write_text("\n".join(lines) + "\n")
+    _copy_raw(args.home, RESULTS / f"{args.report}_evals")
+    (RESULTS / f"{args.report}.json").write_text(
         json.dumps(
             {"trained": trained, "comparisons": comparisons, "eval_minutes": _eval_minutes(args.home)},
             indent=2,
@@ -782,7 +811,24 @@ def main() -> None:
         "--previous-home",
         type=Path,
         default=None,
-        help="An earlier bench home whose SFT evaluation (the adapter released then) joins as 'previous'.",
+        help="An earlier bench home whose evaluation of the adapter released then joins as 'previous'.",
+    )
+    parser.add_argument(
+        "--previous-label",
+        default="sft",
+        help="That adapter's label in --previous-home's evals/ (default sft).",
+    )
+    parser.add_argument(
+        "--self-from",
+        type=Path,
+        default=None,
+        help="Start the self stage from this adapter (e.g. the released one, env/data/inboxrl-135m) "
+        "instead of the SFT stage's; its model is then release+self.",
+    )
+    parser.add_argument(
+        "--report",
+        default="train",
+        help="Name of the report under bench/results (NAME.md, NAME.json, NAME_evals/, curves).",
     )
     parser.add_argument("--concurrency", type=int, default=4, help="Rollouts in flight per evaluation.")
     parser.add_argument("--stages", default="sft,grpo", help="Training stages to run (comma-separated).")
@@ -807,9 +853,9 @@ def main() -> None:
     trained = {"model": model, **train(args.home, data, model, args.stages.split(","), overrides, args)}
     labels = tuple(x for x in args.models.split(",") if x)
     comparisons = evaluate_all(args.home, data, model, args, labels)
-    if "sft" in trained and comparisons:
+    if any(stage in trained for stage in ("sft", "self", "grpo")) and comparisons:
         write_report(trained, comparisons, args)
-        print((RESULTS / "train.md").read_text())
+        print((RESULTS / f"{args.report}.md").read_text())
     if args.release:
         # the shipped questions were trained on: this only picks the demo's example questions
         shipped = args.home / "shipped.jsonl"

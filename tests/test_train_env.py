@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -23,7 +24,7 @@ from train.env import (
     to_trajectory,
     use_serving_tool_schemas,
 )
-from train.sft import qa_examples, qa_trajectory, tokenize_examples
+from train.sft import hindsight_answer, qa_examples, qa_trajectory, tokenize_examples
 
 GAS = Question(
     id="gas",
@@ -183,6 +184,73 @@ def test_qa_trajectory_searches_reads_and_answers(tools_db_path: Path) -> None:
     unanswerable = qa_trajectory(NOPE, db)
     final = json.loads(unanswerable[-1]["tool_calls"][0]["function"]["arguments"])
     assert final == {"answer": I_DONT_KNOW, "sources": []}
+
+
+def _final(messages: list[dict]) -> dict:
+    call = messages[-1]["tool_calls"][0]["function"]
+    assert call["name"] == "return_final_answer"
+    return json.loads(call["arguments"])
+
+
+def _answered(messages: list[dict], answer: str) -> list[dict]:
+    """``messages`` then a ``return_final_answer(answer)`` call and the tool's reply, as a rollout ends."""
+    final = {"answer": answer, "sources": []}
+    call = {
+        "id": "final",
+        "type": "function",
+        "function": {"name": "return_final_answer", "arguments": json.dumps(final)},
+    }
+    return [
+        *messages,
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {
+            "role": "tool",
+            "tool_call_id": "final",
+            "name": "return_final_answer",
+            "content": json.dumps(final),
+        },
+    ]
+
+
+def test_hindsight_answer_teaches_the_answer_a_rollout_read_and_nothing_it_did_not(
+    tools_db_path: Path,
+) -> None:
+    db = open_db(tools_db_path)
+    read_it = qa_trajectory(GAS, db, few_shot=False)
+    assert read_it is not None
+    for ending in ("$4.00 at Henry Hub", I_DONT_KNOW):  # a wrong answer, an abstention
+        fixed = hindsight_answer(GAS, _answered(read_it[:-1], ending), db)
+        assert fixed is not None and fixed[:-1] == read_it[:-1]
+        assert _final(fixed) == {"answer": GAS.answer, "sources": ["<m1.alice@example.com>"]}
+    ran_out = [*read_it[:-1], {"role": "assistant", "content": "Let me think."}]  # cut by max_turns
+    assert _final(hindsight_answer(GAS, ran_out, db))["answer"] == GAS.answer
+
+    searched_only = [
+        m
+        for m in read_it
+        if not m.get("tool_calls") or m["tool_calls"][0]["function"]["name"] == "search_emails"
+    ]
+    searched_only = [m for m in searched_only if m["role"] != "tool" or m["name"] == "search_emails"]
+    assert hindsight_answer(GAS, _answered(searched_only, "$4.00"), db) is None  # never read the answer
+
+    other = dataclasses.replace(
+        GAS,
+        id="offsite",
+        question="Where is the team offsite?",
+        answer="Houston office",
+        message_ids=["<m2.alice@example.com>"],
+    )
+    assert hindsight_answer(other, _answered(read_it[:-1], "Henry Hub"), db) is None  # read another email
+
+    cut = qa_trajectory(GAS, db, few_shot=False, max_body_chars=20)
+    assert cut is None  # the built trajectory is refused too: the answer is past the cap
+    tools = make_tools(db, get_inbox(db, GAS.inbox_key), GAS.query_date, max_body_chars=20)
+    shown = tools.call("read_email", {"message_id": "<m1.alice@example.com>"}).content
+    short = [m if m.get("name") != "read_email" else {**m, "content": shown} for m in read_it]
+    assert hindsight_answer(GAS, _answered(short[:-1], "$4.00"), db) is None  # the read did not show it
+    assert (
+        hindsight_answer(NOPE, _answered(read_it[:-1], "$4.00"), db) is None
+    )  # unanswerable: "I don't know"
 
 
 def test_qa_examples_cover_the_shipped_questions(default_db_path: Path) -> None:

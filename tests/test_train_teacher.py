@@ -1,6 +1,6 @@
 """SFT data from a teacher's rollouts (train.sft.teacher_examples) through the real vLLM server: the
-released agent as its own teacher, its right rollouts kept and the others relabeled as abstentions
-(R-Tuning, ``relabel_wrong``)."""
+released agent as its own teacher, its right rollouts kept, the others ending with the gold answer
+where they read it and relabeled as abstentions elsewhere (R-Tuning, ``relabel_wrong``)."""
 
 from __future__ import annotations
 
@@ -40,12 +40,13 @@ def test_the_teachers_wrong_rollouts_become_abstentions_after_its_own_searches(
 
     assert counts["infra"] == 0
     assert sum(counts.values()) == 4
-    assert len(examples) == counts["correct"] + counts["relabeled"] and len(skipped) == 4 - len(examples)
-    assert counts["relabeled"] >= 1, counts  # the 135M agent gets most default-inbox questions wrong
+    kept = counts["correct"] + counts["corrected"] + counts["relabeled"]
+    assert len(examples) == kept and len(skipped) == 4 - len(examples)
+    assert counts["corrected"] + counts["relabeled"] >= 1, counts  # the 135M agent gets most wrong
     by_id = {q.id: q for q in questions}
     for example in examples:
         messages = example["messages"]
-        final = _calls(messages[-1]) if example["teacher"] == "relabeled" else _calls(messages[-2])
+        final = _calls(messages[-1]) if example["teacher"] != "correct" else _calls(messages[-2])
         assert final and final[-1][0] == "return_final_answer"
         answer = final[-1][1]
         if example["teacher"] == "relabeled":
@@ -54,6 +55,13 @@ def test_the_teachers_wrong_rollouts_become_abstentions_after_its_own_searches(
             assert "search_emails" in earlier and "return_final_answer" not in earlier
             # every earlier call has its tool result, as the model saw it
             assert sum(m["role"] == "tool" for m in messages) == len(earlier)
+        elif example["teacher"] == "corrected":  # it read the answer: the gold answer, citing those reads
+            q = by_id[example["question_id"]]
+            assert answer["answer"] == q.answer and answer["sources"]
+            read = [
+                args["message_id"] for m in messages[:-1] for name, args in _calls(m) if name == "read_email"
+            ]
+            assert set(answer["sources"]) <= set(read)
         else:
             q = by_id[example["question_id"]]
             verdict = judge_answer(q.question, q.answer, answer["answer"], answer["sources"], q.message_ids)

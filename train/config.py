@@ -406,6 +406,13 @@ class InboxSFTConfig(_TrainFields):
         "teacher, the model learns to abstain where it fails instead of imitating answers it cannot find.",
         "Trajectories",
     )
+    hindsight_answers: bool = _f(
+        True,
+        "With relabel_wrong: a rollout that read a cited email holding the answer, then answered "
+        "wrongly or abstained, keeps its searches and reads and ends with the gold answer citing those "
+        'emails, instead of "I don\'t know" (which would teach abstaining after finding the answer).',
+        "Trajectories",
+    )
     search_results: int = _f(
         5,
         "max_results of the searches in trajectories built from QA pairs (source=qa): fewer results "

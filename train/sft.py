@@ -221,11 +221,12 @@ def teacher_examples(
     settings: Settings, config: InboxSFTConfig, questions: list[Question], *, progress: bool = True
 ) -> tuple[list[dict], list[str], dict[str, int]]:
     """Run a teacher model on the questions (a ``teacher_questions`` sample of them); keep the
-    trajectories the judge marks correct, and with ``relabel_wrong`` the others as abstentions
-    (:func:`abstention_relabel`). A rollout with a failed tool call (malformed arguments, an unknown
-    message_id...) is dropped: training on it would teach the mistake. Returns the examples, the ids
-    of the questions skipped, and how many trajectories were kept (``correct``, ``relabeled``) or
-    dropped (``failed_call``, ``dropped``, ``infra``)."""
+    trajectories the judge marks correct, and with ``relabel_wrong`` the others: with the gold answer
+    where the emails the rollout read hold it (:func:`hindsight_answer`, when ``hindsight_answers``),
+    else as abstentions (:func:`abstention_relabel`). A rollout with a failed tool call (malformed
+    arguments, an unknown message_id...) is dropped: training on it would teach the mistake. Returns
+    the examples, the ids of the questions skipped, and how many trajectories were kept (``correct``,
+    ``corrected``, ``relabeled``) or dropped (``failed_call``, ``dropped``, ``infra``)."""
     import random
 
     from env.agent import arun_batch
@@ -253,8 +254,9 @@ def teacher_examples(
         arun_batch(questions, db=settings.db_path, settings=teacher, progress=progress, description="teacher")
     )
     tools = json.dumps(InboxTools.schemas())
+    db = open_db(settings.db_path)
     examples, skipped = [], []
-    counts = dict.fromkeys(("correct", "relabeled", "failed_call", "dropped", "infra"), 0)
+    counts = dict.fromkeys(("correct", "corrected", "relabeled", "failed_call", "dropped", "infra"), 0)
     for q, traj in zip(questions, trajectories, strict=True):
         messages: list[dict] | None = None
         failed = any(c.error and not c.error.startswith("not run") for c in traj.tool_calls)
@@ -265,7 +267,11 @@ def teacher_examples(
         elif traj.ended == "answered" and _right(q, traj, settings):
             messages, kind = traj.messages, "correct"
         elif config.relabel_wrong and traj.ended in RELABELED_ENDINGS:
-            messages, kind = abstention_relabel(traj.messages), "relabeled"
+            corrected = hindsight_answer(q, traj.messages, db) if config.hindsight_answers else None
+            if corrected is not None:
+                messages, kind = corrected, "corrected"
+            else:
+                messages, kind = abstention_relabel(traj.messages), "relabeled"
         if messages is None:
             counts["dropped"] += not (traj.infra_error or failed)
             skipped.append(q.id)
@@ -296,6 +302,69 @@ def _right(question: Question, trajectory: Any, settings: Settings) -> bool:
     return verdict.verdict == "correct" or (question.answer is None and verdict.verdict == "abstained")
 
 
+def _before_final(messages: list[dict]) -> list[dict]:
+    """A rollout up to the turn that called ``return_final_answer``, without trailing assistant turns
+    that got no tool result (a reply in prose, a turn cut by ``max_turns``)."""
+    kept: list[dict] = []
+    for message in messages:
+        names = [c.get("function", {}).get("name") for c in message.get("tool_calls") or []]
+        if message.get("role") == "assistant" and FINAL_TOOL in names:
+            break
+        kept.append(message)
+    while kept and kept[-1].get("role") == "assistant":
+        kept.pop()
+    return kept
+
+
+def _emails_read(messages: list[dict]) -> list[tuple[str, str]]:
+    """``(message_id, tool result)`` of each ``read_email`` call that returned an email."""
+    calls = {
+        c.get("id"): c.get("function", {})
+        for m in messages
+        if m.get("role") == "assistant"
+        for c in m.get("tool_calls") or []
+    }
+    out = []
+    for m in messages:
+        function = calls.get(m.get("tool_call_id")) if m.get("role") == "tool" else None
+        if not function or function.get("name") != "read_email":
+            continue
+        try:
+            email = json.loads(m.get("content") or "")
+        except ValueError:
+            continue
+        if isinstance(email, dict) and isinstance(email.get("message_id"), str) and "body" in email:
+            out.append((email["message_id"], m["content"]))
+    return out
+
+
+def hindsight_answer(question: Question, messages: list[dict], db: Any) -> list[dict] | None:
+    """A rollout that read the email holding the answer but answered wrongly (or abstained, or ran out
+    of turns), ending with the gold answer instead: its own searches and reads, then
+    ``return_final_answer`` with the gold answer and, as sources, the cited emails it read.
+
+    None when the question is unanswerable, when the rollout read none of the question's cited emails,
+    or when what those reads showed does not back the answer (:func:`_supported`: the evidence quote,
+    or half the answer's words). An answer is taught only where the model saw it: "I don't know"
+    after reading the answer would teach the model to abstain when it should answer.
+    """
+    if question.kind == "unanswerable" or not question.answer:
+        return None
+    kept = _before_final(messages)
+    inbox = get_inbox(db, question.inbox_key)
+    gold_rows = set(resolve_message_ids(db, inbox.id, question.message_ids).values())
+    reads = _emails_read(kept)
+    rows = resolve_message_ids(db, inbox.id, [message_id for message_id, _ in reads])
+    sources, shown = [], []
+    for message_id, content in reads:
+        if rows.get(message_id) in gold_rows and message_id not in sources:
+            sources.append(message_id)
+            shown.append(content)
+    if not sources or not _supported(question, shown):
+        return None
+    return [*kept, _assistant_call(FINAL_TOOL, {"answer": question.answer, "sources": sources}, len(kept))]
+
+
 def abstention_relabel(messages: list[dict]) -> list[dict] | None:
     """A rollout's searches and reads, then "I don't know" with no sources in place of how it ended
     (a wrong answer, a reply without a tool call, or running out of turns).
@@ -315,14 +384,7 @@ def abstention_relabel(messages: list[dict]) -> list[dict] | None:
     >>> abstention_relabel(convo[:1] + convo[3:]) is None
     True
     """
-    kept: list[dict] = []
-    for message in messages:
-        names = [c.get("function", {}).get("name") for c in message.get("tool_calls") or []]
-        if message.get("role") == "assistant" and FINAL_TOOL in names:
-            break
-        kept.append(message)
-    while kept and kept[-1].get("role") == "assistant":
-        kept.pop()
+    kept = _before_final(messages)
     searched = any(
         c.get("function", {}).get("name") == "search_emails" for m in kept for c in m.get("tool_calls") or []
     )
@@ -366,7 +428,7 @@ def tokenize_examples(examples: list[dict], tokenizer: Any, max_length: int) -> 
 
 
 def _count_teacher(examples: list[dict]) -> dict[str, int]:
-    """Teacher examples by kind (``correct``/``relabeled``) among ``examples``."""
+    """Teacher examples by kind (``correct``, ``corrected``, ``relabeled``) among ``examples``."""
     counts: dict[str, int] = {}
     for ex in examples:
         if "teacher" in ex:
