@@ -215,29 +215,46 @@ def prepare_released_model(settings: Settings, *, progress: bool = True) -> Path
     Prepares the embedded model first. The marker records the adapter's SHA-256, so an upgraded
     adapter is merged again.
     """
+    adapter = released_adapter_dir()
+    if not (adapter / "adapter_model.safetensors").is_file():
+        raise ModelError(f"The released adapter is missing ({adapter}): reinstall InboxRL.")
+    base = prepare_embedded_model(settings, progress=progress)
+    marker = {"base_model": EMBEDDED_MODEL_NAME, "prompt": model_prompt_settings(RELEASED_MODEL_NAME)}
+    target = settings.models_dir / RELEASED_MODEL_NAME
+    return prepare_merged(settings, adapter, base, target, marker=marker, progress=progress)
+
+
+def prepare_merged(
+    settings: Settings,
+    adapter: Path,
+    base: Path,
+    target: Path,
+    *,
+    marker: dict | None = None,
+    progress: bool = True,
+) -> Path:
+    """The model folder ``base`` with the LoRA adapter in ``adapter`` merged in, at ``target``: what
+    vLLM serves at the base model's speed. The marker records the adapter's SHA-256 (and ``marker``'s
+    fields), so a changed adapter is merged again; an unchanged one is not.
+
+    :raises ModelError: ``adapter`` holds no ``adapter_model.safetensors``.
+    """
     import hashlib
 
-    adapter = released_adapter_dir()
     weights = adapter / "adapter_model.safetensors"
     if not weights.is_file():
-        raise ModelError(f"The released adapter is missing ({weights}): reinstall InboxRL.")
+        raise ModelError(f"{adapter} holds no adapter_model.safetensors (a PEFT LoRA folder).")
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    target = settings.models_dir / RELEASED_MODEL_NAME
-    marker = target / PREPARED_MARKER
-    if marker.is_file() and json.loads(marker.read_text()).get("adapter_sha256") != digest:
-        shutil.rmtree(target)  # an older release: merge the new one
-    base = prepare_embedded_model(settings, progress=progress)
+    done = target / PREPARED_MARKER
+    if done.is_file() and json.loads(done.read_text()).get("adapter_sha256") != digest:
+        shutil.rmtree(target)  # another adapter was merged here: merge this one
 
     def build(tmp: Path) -> dict:
-        with _spinner(f"Merging the released adapter into {target}", progress):
+        with _spinner(f"Merging the adapter {adapter} into {target}", progress):
             merge_lora(adapter, base, tmp)
-        return {
-            "source": str(adapter),
-            "base_model": EMBEDDED_MODEL_NAME,
-            "adapter_sha256": digest,
-            "dtype": "float32",
-            "prompt": model_prompt_settings(RELEASED_MODEL_NAME),
-        }
+        return {"source": str(adapter), "base": str(base), "adapter_sha256": digest, "dtype": "float32"} | (
+            marker or {}
+        )
 
     return _prepare_folder(settings, target, build)
 
@@ -246,10 +263,10 @@ def _prepare_folder(settings: Settings, target: Path, build: Callable[[Path], di
     """Run ``build(tmp)`` (returns the marker's fields) once under a lock, then move ``tmp`` to ``target``."""
     if is_prepared(target):
         return target
-    with _file_lock(settings.models_dir / f".{target.name}.lock"):
+    with _file_lock(target.parent / f".{target.name}.lock"):
         if is_prepared(target):
             return target
-        for stale in settings.models_dir.glob(f".{target.name}.tmp-*"):  # left by a killed conversion
+        for stale in target.parent.glob(f".{target.name}.tmp-*"):  # left by a killed conversion
             shutil.rmtree(stale, ignore_errors=True)
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         start = time.monotonic()

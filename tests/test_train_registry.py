@@ -104,3 +104,57 @@ def test_a_registered_adapter_is_run_with_the_prompt_it_was_trained_with(tmp_pat
     for name in ("smollm2-135m", "openai/gpt-4.1", "Qwen/Qwen2.5-14B-Instruct"):
         other = agent_settings(settings, name)
         assert (other.model, other.few_shot, other.max_body_chars) == (name, True, 20_000)
+
+
+def test_a_run_is_served_merged_into_its_base_model(
+    tmp_path: Path, embedded_model_dir: Path, lora_adapter_dir: Path
+) -> None:
+    """`inboxrl model prepare --model RUN` (and `serve`, `demo`) fold the run's adapter into its base:
+    the folder computes what base + PEFT adapter compute, is reused while the adapter is unchanged
+    and merged again when it changes."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCausalLM
+
+    from app.cli import cli
+    from env.model import PREPARED_MARKER, ModelError
+    from train.registry import prepare_run_model
+
+    settings = Settings(home=tmp_path / "home")
+    config = {"few_shot": False, "max_body_chars": 1200}
+    register_run(
+        settings, "mine", lora_adapter_dir, kind="grpo", base_model=str(embedded_model_dir), config=config
+    )
+    result = CliRunner().invoke(
+        cli, ["model", "prepare", "--model", "mine"], env={"INBOXRL_HOME": str(settings.home)}
+    )
+    assert result.exit_code == 0, result.output
+    folder = Path(result.output.strip().splitlines()[-1])
+    assert folder == settings.models_dir / "runs" / "mine"
+    marker = json.loads((folder / PREPARED_MARKER).read_text())
+    assert marker["run"] == "mine" and marker["prompt"] == config and len(marker["adapter_sha256"]) == 64
+    ids = torch.tensor([[1, 504, 3458, 314, 260, 4780, 30, 2]])
+    with torch.no_grad():
+        merged = AutoModelForCausalLM.from_pretrained(folder)(ids).logits
+        base = AutoModelForCausalLM.from_pretrained(embedded_model_dir)
+        peft = PeftModel.from_pretrained(base, str(lora_adapter_dir))(ids).logits
+    assert torch.allclose(merged, peft, atol=1e-3)  # float32 rounding of the folded weights
+
+    weights = folder / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    assert prepare_run_model(settings, "mine", progress=False) == folder
+    assert weights.stat().st_mtime_ns == before  # unchanged adapter: not merged again
+    adapter = get_run(settings, "mine").adapter_dir / "adapter_model.safetensors"
+    tensors = load_file(adapter)
+    save_file({k: v * 2 for k, v in tensors.items()}, adapter)  # the run was trained further
+    prepare_run_model(settings, "mine", progress=False)
+    assert json.loads((folder / PREPARED_MARKER).read_text())["adapter_sha256"] != marker["adapter_sha256"]
+
+    register_run(settings, "orphan", lora_adapter_dir, kind="sft", base_model=str(tmp_path / "gone"))
+    with pytest.raises(ModelError, match="gone"):
+        prepare_run_model(settings, "orphan", progress=False)
+    unknown = CliRunner().invoke(
+        cli, ["model", "prepare", "--model", "nope"], env={"INBOXRL_HOME": str(settings.home)}
+    )
+    assert unknown.exit_code == 1 and "inboxrl runs" in unknown.output

@@ -194,3 +194,34 @@ def resolve_adapter_path(settings: Settings, spec: str) -> Path:
     if (path / "adapter_config.json").is_file():
         return path
     return get_run(settings, spec).adapter_dir
+
+
+MERGED_DIR = "runs"
+"""Merged run models live in ``<models_dir>/runs/<name>``."""
+
+
+def prepare_run_model(settings: Settings, name: str, *, progress: bool = True) -> Path:
+    """Registered run ``name`` as a model folder: its base model with its adapter merged in, at
+    ``<models_dir>/runs/<name>`` (merged again when the adapter changes). Served under the run's name,
+    it answers at the base model's speed, where vLLM's CPU build runs a LoRA several times slower.
+
+    The base is the folder the run trained on; when that is gone and it was a model InboxRL prepares
+    (e.g. ``inboxrl-135m``), it is prepared again.
+
+    :raises NoRun: no registered run ``name``.
+    :raises ModelError: the base model is gone and cannot be prepared again.
+    """
+    from env.model import ModelError, model_names, prepare_merged, prepare_model
+
+    run = get_run(settings, check_name(name))
+    base = Path(run.base_model)
+    if not (base / "config.json").is_file():
+        if base.name not in model_names():
+            raise ModelError(
+                f"Run {name!r} was trained on {base}, which is gone; serve its adapter on another base "
+                f"with `inboxrl model serve --model-dir BASE --adapter {name}`."
+            )
+        base = prepare_model(settings, base.name, progress=progress)
+    marker = {"run": name, "prompt": prompt_settings(run.config)}
+    target = settings.models_dir / MERGED_DIR / name
+    return prepare_merged(settings, run.adapter_dir, base, target, marker=marker, progress=progress)

@@ -114,6 +114,8 @@ class RetrainOutcome:
         lines.append(f"  {reg.get('decision', 'not decided')}")
         if reg.get("loaded"):
             lines.append(f"  loaded into the running server as {self.name!r}")
+        if reg.get("registered"):
+            lines.append(f"  serve it merged (fastest on CPU): inboxrl model serve --model {self.name}")
         return "\n".join(lines)
 
 

