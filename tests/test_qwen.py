@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from env.agent import arun_batch
+from env.agent import arun_agent
 from env.config import Settings
 from env.db import get_inbox, open_db
 from env.model import PARTED_MODELS, PREPARED_MARKER, prepare_model, serve, stop
@@ -27,9 +27,41 @@ pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.timeout(1800)]
 
 QWEN = "qwen2.5-coder-1.5b"
 EVERY_TOOL = {"search_emails", "read_email", "return_final_answer"}
-ROUND = 6
-"""Questions asked at once; another round only while no rollout has used every tool (most runs stop
-after the first: the 1.5B's rollouts take minutes on the CPU)."""
+IN_FLIGHT = 6
+"""Rollouts in flight at once; the test stops at the first that used every tool (the 1.5B's rollouts
+take minutes on the CPU, and most runs have one within the first six)."""
+
+
+async def _until_one_uses_every_tool(questions: list, db: object, settings: Settings) -> tuple[list, list]:
+    """Rollouts of ``questions``, ``IN_FLIGHT`` at a time, until one answered after calling every tool;
+    the others still running are cancelled then. Returns (finished trajectories, those that did)."""
+    from env.model import make_client
+
+    client = make_client(settings)
+    pending: set[asyncio.Task] = set()
+    finished: list = []
+    full: list = []
+    waiting = list(questions)
+    try:
+        while (waiting or pending) and not full:
+            while waiting and len(pending) < IN_FLIGHT:
+                q = waiting.pop(0)
+                pending.add(
+                    asyncio.ensure_future(
+                        arun_agent(
+                            q.question, q.inbox_address, q.query_date, db=db, settings=settings, client=client
+                        )
+                    )
+                )
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            finished += [task.result() for task in done]
+            full = [t for t in finished if t.ended == "answered" and _called(t) >= EVERY_TOOL]
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await client.close()
+    return finished, full
 
 
 def test_qwen_1_5b_zero_shot_rollouts_call_every_tool_through_the_real_server(
@@ -43,20 +75,12 @@ def test_qwen_1_5b_zero_shot_rollouts_call_every_tool_through_the_real_server(
     questions, _ = generate(db, get_inbox(db, "allen-p"), config, progress=False)
     server = server_settings(tmp_path / "home", free_port(), model=QWEN)
     serve(server, model_dir=folder, progress=False)
-    trajectories: list = []
-    full: list = []
     try:
         # sampled: greedy decoding sends the untrained model into the same search over and over
-        update = {"db": default_db_path, "max_turns": 4, "concurrency": ROUND, "timeout_s": 600.0}
-        update["temperature"] = 0.7
+        update = {"db": default_db_path, "max_turns": 4, "timeout_s": 600.0, "temperature": 0.7}
         settings = agent_settings(server.model_copy(update=update), QWEN)
         assert (settings.few_shot, settings.tool_choice) == (False, "required")
-        for start in range(0, len(questions), ROUND):  # rounds until one rollout used every tool
-            batch = questions[start : start + ROUND]
-            trajectories += asyncio.run(arun_batch(batch, db=db, settings=settings, progress=False))
-            full = [t for t in trajectories if t.ended == "answered" and _called(t) >= EVERY_TOOL]
-            if full:
-                break
+        trajectories, full = asyncio.run(_until_one_uses_every_tool(questions, db, settings))
     finally:
         stop(server)
 

@@ -34,7 +34,12 @@ def test_the_teachers_wrong_rollouts_become_abstentions_after_its_own_searches(
     settings = vllm_server.model_copy(update={"db": default_db_path, "max_turns": 4})
     questions = [q for q in load_questions(default_questions_path()) if q.answer is not None]
     config = InboxSFTConfig(
-        source="teacher", relabel_wrong=True, teacher_questions=4, few_shot=False, max_body_chars=1200
+        source="teacher",
+        relabel_wrong=True,
+        hindsight_answers=True,
+        teacher_questions=4,
+        few_shot=False,
+        max_body_chars=1200,
     )
     examples, skipped, counts = teacher_examples(settings, config, questions, progress=False)
 
