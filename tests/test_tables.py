@@ -1,4 +1,5 @@
-"""The CLI's tables read at 80 columns (and at 200): `search`, `runs`, `eval compare`, `ingest`.
+"""The CLI's tables read at 80 columns (and at 200): `search`, `runs`, `eval compare`, `ingest`,
+the sources of an `ask` answer.
 
 Each command runs for real (CliRunner, real SQLite files, real eval runs against the scripted
 server) with ``COLUMNS`` set, and the rendered tables are parsed: no column may be narrower than
@@ -116,3 +117,33 @@ def test_ingest_summary(width: int, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     db = tmp_path / "inbox.db"
     output = render(width, monkeypatch, "ingest", default_inbox_archive(), "--db", db, "--workers", "1")
     assert_readable(output, width, 2, ["phillip.allen@enron.com", "1999-12-10", "2,681"])
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_ask_sources(
+    width: int,
+    scripted: ScriptedServer,
+    default_db_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The emails an answer cites, one of them not an email of the inbox (the model made it up)."""
+    db = tmp_path / "inbox.db"  # the trace store goes beside it
+    shutil.copy(default_db_path, db)
+    args = ["search", "--db", db, "--inbox", "allen-p", "--date", "2001-05-01", "-n", "1"]
+    real = json.loads(render(width, monkeypatch, *args, "--json", "gas", "price"))[0]["message_id"]
+    made_up = "<99999999.1075855555555.JavaMail.evans@thyme>"
+    scripted.queue(tool_call("return_final_answer", {"answer": "About $5.", "sources": [real, made_up]}))
+    for key, value in {
+        "INBOXRL_HOME": tmp_path / "home",
+        "INBOXRL_DB": db,
+        "INBOXRL_BASE_URL": scripted.base_url,
+        "INBOXRL_MODEL": "scripted",
+        "INBOXRL_MAX_RETRIES": "0",
+    }.items():
+        monkeypatch.setenv(key, str(value))
+    ask = ["ask", "--inbox", "allen-p", "--date", "2001-05-01", "What is the gas price?"]
+    output = render(width, monkeypatch, *ask)
+    sources = output[output.index("Sources") : output.index(" turns, ")]
+    ids = [real.strip("<>"), made_up.strip("<>")]  # the agent reports them without brackets
+    assert_readable(sources, width, 1, [*ids, "not an email of this inbox"])

@@ -90,6 +90,25 @@ def _live_printer(console: Console) -> Any:
     return on_event
 
 
+def sources_table(tools: Any, sources: list[str]) -> Table:
+    """The emails an answer cites, laid out as `inboxrl search` lays out hits: the date above the
+    sender, then the subject above the message_id, which stays whole at 80 columns."""
+    table = Table(title="Sources", title_justify="left", show_lines=True)
+    table.add_column("date / from", overflow="fold", min_width=12, max_width=24)
+    table.add_column("subject / message_id", overflow="fold", ratio=1, min_width=20)
+    for source in sources:
+        try:
+            email = tools.read_email(source)
+        except ToolError:
+            table.add_row("", f"[red](not an email of this inbox)[/]\n[cyan]{escape(source)}[/]")
+            continue
+        sent = f"{(email['date'] or '?')[:10]}\n{escape(email['from_address'] or '')}"
+        table.add_row(
+            sent, f"[bold]{escape(email['subject'] or '(no subject)')}[/]\n[cyan]{escape(source)}[/]"
+        )
+    return table
+
+
 def _print_outcome(
     console: Console, traj: Trajectory, db: Any, inbox: Inbox, trace_path: Path | None
 ) -> None:
@@ -98,19 +117,7 @@ def _print_outcome(
             Panel(escape(traj.answer or ""), title="Answer", title_align="left", border_style="green")
         )
         if traj.sources:
-            tools = make_tools(db, inbox, None)
-            table = Table(
-                "source message_id", "date", "from", "subject", title="Sources", title_justify="left"
-            )
-            for source in traj.sources:
-                try:
-                    email = tools.read_email(source)
-                except ToolError:
-                    table.add_row(escape(source), "", "", "[red](not an email of this inbox)[/]")
-                    continue
-                cells = (email["date"] or "")[:10], email["from_address"] or "", email["subject"] or ""
-                table.add_row(escape(source), *(escape(c) for c in cells))
-            console.print(table)
+            console.print(sources_table(make_tools(db, inbox, None), traj.sources))
         else:
             console.print("Sources: (none)")
     else:
