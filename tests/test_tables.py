@@ -57,6 +57,14 @@ def assert_readable(output: str, width: int, tables: int, whole: list[str]) -> N
         assert any(text in line for line in lines), f"{text!r} is cut or broken across lines:\n{output}"
 
 
+@pytest.fixture
+def db(default_db_path: Path, tmp_path: Path) -> Path:
+    """A copy of the default inbox DB: the runs' trace store goes beside it."""
+    copy = tmp_path / "inbox.db"
+    shutil.copy(default_db_path, copy)
+    return copy
+
+
 @pytest.mark.parametrize("width", WIDTHS)
 def test_search(width: int, default_db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     args = ["search", "--db", default_db_path, "--inbox", "allen-p", "--date", "2001-05-01", "-n", "5"]
@@ -92,12 +100,10 @@ def test_runs(width: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 def test_eval_compare(
     width: int,
     scripted: ScriptedServer,
-    default_db_path: Path,
+    db: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    db = tmp_path / "inbox.db"
-    shutil.copy(default_db_path, db)
     by_id = {q.id: q for q in load_questions(default_questions_path())}
     questions = [by_id["allen-p-001"], by_id["allen-p-002"]]
     settings = scripted.settings(tmp_path, concurrency=1, max_retries=0)
@@ -123,13 +129,11 @@ def test_ingest_summary(width: int, tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_ask_sources(
     width: int,
     scripted: ScriptedServer,
-    default_db_path: Path,
+    db: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The emails an answer cites, one of them not an email of the inbox (the model made it up)."""
-    db = tmp_path / "inbox.db"  # the trace store goes beside it
-    shutil.copy(default_db_path, db)
     args = ["search", "--db", db, "--inbox", "allen-p", "--date", "2001-05-01", "-n", "1"]
     real = json.loads(render(width, monkeypatch, *args, "--json", "gas", "price"))[0]["message_id"]
     made_up = "<99999999.1075855555555.JavaMail.evans@thyme>"
