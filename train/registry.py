@@ -224,4 +224,4 @@ def prepare_run_model(settings: Settings, name: str, *, progress: bool = True) -
         base = prepare_model(settings, base.name, progress=progress)
     marker = {"run": name, "prompt": prompt_settings(run.config)}
     target = settings.models_dir / MERGED_DIR / name
-    return prepare_merged(settings, run.adapter_dir, base, target, marker=marker, progress=progress)
+    return prepare_merged(run.adapter_dir, base, target, marker=marker, progress=progress)

@@ -132,7 +132,6 @@ def select_checkpoint(
     Needs ``result.json`` (a finished run), whose ``data.selection`` gets the pick and why. Returns
     what ``selection.json`` holds.
     """
-
     from judge.evaluate import evaluate
     from train.rollout import generation_server
 
