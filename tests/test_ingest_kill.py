@@ -212,13 +212,30 @@ def test_kill_9_at_five_points_then_rerun(tmp_path: Path, clean_dump: dict) -> N
     assert _dump(db_path) == clean_dump
 
 
-def _after_commits(n: int, delay: float = 0.0) -> Callable[[Path, int], bool]:
-    """A moment: ``delay`` seconds after this run's ``n``-th commit is seen in the DB."""
+def _locked(db_path: Path, since: float) -> bool:
+    """Whether a run took the DB's ingest lock after ``since`` (opening the lock truncates it)."""
+    lock = db_path.with_name(db_path.name + ".ingest-lock")
+    try:
+        return lock.stat().st_mtime >= since
+    except FileNotFoundError:
+        return False
+
+
+def _after_commits(n: int, delay: float = 0.0, pace: dict | None = None) -> Callable[[Path, int], bool]:
+    """A moment: ``delay`` seconds after this run's ``n``-th commit is seen in the DB.
+
+    With ``pace``, records there how long the run took from its lock to that commit ("batch").
+    """
+    started = time.time()
     seen: dict[str, float] = {}
 
     def due(db_path: Path, start: int) -> bool:
+        if "lock" not in seen and _locked(db_path, started):
+            seen["lock"] = time.monotonic()
         if "at" not in seen and _sources(db_path) > start + 1000 * (n - 1):
             seen["at"] = time.monotonic()
+            if pace is not None and "lock" in seen:
+                pace["batch"] = seen["at"] - seen["lock"]
         return "at" in seen and time.monotonic() >= seen["at"] + delay
 
     return due
@@ -236,16 +253,16 @@ def _importing(pid: int) -> bool:
         return False
 
 
-def _after_lock(delay: float) -> Callable[[Path, int], bool]:
-    """A moment: ``delay`` seconds after this run took the DB's ingest lock (opening truncates it)."""
+def _after_lock(delay: float | Callable[[], float]) -> Callable[[Path, int], bool]:
+    """A moment: ``delay`` seconds (or ``delay()``, read when the lock is seen) after this run took
+    the DB's ingest lock."""
     started = time.time()
     seen: dict[str, float] = {}
 
     def due(db_path: Path, start: int) -> bool:
-        lock = db_path.with_name(db_path.name + ".ingest-lock")
-        if "at" not in seen and lock.exists() and lock.stat().st_mtime >= started:
-            seen["at"] = time.monotonic()
-        return "at" in seen and time.monotonic() >= seen["at"] + delay
+        if "at" not in seen and _locked(db_path, started):
+            seen["at"] = time.monotonic() + (delay() if callable(delay) else delay)
+        return "at" in seen and time.monotonic() >= seen["at"]
 
     return due
 
@@ -255,16 +272,19 @@ def _after_lock(delay: float) -> Callable[[Path, int], bool]:
 def test_ctrl_c_stops_within_seconds_then_rerun(tmp_path: Path, clean_dump: dict) -> None:
     """SIGINT to the process group (a terminal's Ctrl-C) at five moments; each run stops within 10 s."""
     db_path = tmp_path / "inbox.db"
+    # "While parsing" is halfway from the lock to the first commit as the run before it took them:
+    # a fixed 0.5 s let a fast machine (a whole run in 0.9 s) finish before the Ctrl-C landed.
+    pace: dict[str, float] = {}
     moments = [
         ("during start-up", None, False),
         ("as the ingest starts", lambda proc: _after_lock(0.0), True),
-        ("right after a commit", lambda proc: _after_commits(1), True),
-        ("while parsing", lambda proc: _after_lock(0.5), True),
+        ("right after a commit", lambda proc: _after_commits(1, pace=pace), True),
+        ("while parsing", lambda proc: _after_lock(lambda: pace.get("batch", 0.2) / 2), True),
         ("just after a commit", lambda proc: _after_commits(1, 0.1), True),
     ]
-    # Commits of 500: at most two commits after a commit is seen and one in 0.5 s, so about 3,500
-    # of the 5,519 messages at most are in after the five runs (1,000 a commit once let the fifth
-    # run finish before its Ctrl-C landed).
+    # Commits of 500: at most two commits after a commit is seen and one before the next, so about
+    # 3,000 of the 5,519 messages at most are in after the five runs (1,000 a commit once let the
+    # fifth run finish before its Ctrl-C landed).
     log = tmp_path / "ingest.log"
     for name, moment, in_ingest in moments:
         start = max(_sources(db_path), 0)
