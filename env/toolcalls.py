@@ -514,8 +514,8 @@ def _literal(node: ast.AST, params: dict[str, list[str]], *, calls: bool = False
     def evaluate(child: ast.AST) -> Any:
         return _literal(child, params)
 
-    if isinstance(node, ast.Constant) and not isinstance(node.value, bytes):
-        return node.value
+    if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, str | int | float)):
+        return node.value  # JSON's types only: ``...``, ``1j`` and bytes are not arguments
     if isinstance(node, ast.List | ast.Tuple):
         return [_literal(n, params, calls=calls) for n in node.elts]
     if isinstance(node, ast.Dict) and None not in node.keys:

@@ -233,6 +233,11 @@ NOT_CALLS = [
     ("python-code", "```python\nimport os\nprint(os.listdir('.'))\n```"),
     ("json-without-name", '```json\n{"keywords": ["gas"]}\n```'),
     ("hermes-word-in-prose", "I don't know how to write a tool call here."),
+    # Python literals JSON has no type for (an Ellipsis once crashed the loop re-sending the call)
+    ("python-ellipsis-argument", "search_emails(keywords=[...])"),
+    ("python-dict-with-ellipsis", "{'name': 'search_emails', 'arguments': {'keywords': ...}}"),
+    ("python-complex-argument", "search_emails(keywords=['gas'], max_results=2j)"),
+    ("python-bytes-argument", "read_email(message_id=b'<m1@x>')"),
 ]
 
 
