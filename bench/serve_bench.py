@@ -16,10 +16,16 @@ Run it on an otherwise idle machine if you can (it reports the load average it s
     .venv/bin/python bench/serve_bench.py --questions 10 --concurrency 1 4      # quick look
     .venv/bin/python bench/serve_bench.py --questions 16 --concurrency 16 --dtypes float32 bfloat16
     .venv/bin/python bench/serve_bench.py --questions 16 --concurrency 16 --reserved-cpus 1 0
+    .venv/bin/python bench/serve_bench.py --questions 16 --concurrency 16 --worker-process 1 0
+    .venv/bin/python bench/serve_bench.py --questions 16 --concurrency 1 16 --lora 1 0
 
-``--dtypes`` and ``--reserved-cpus`` compare servers one after the other in one run (each pair of
-values; ``--reserved-cpus`` sets ``VLLM_CPU_NUM_OF_RESERVED_CPU``, the cores vLLM keeps its model
-threads off: 1 is vLLM's own default, ``env.hardware.choose_reserved_cpus`` the automatic choice).
+``--dtypes``, ``--reserved-cpus``, ``--worker-process`` and ``--lora`` compare servers one after the
+other in one run (each combination of values; a cold then a warm start of each).
+``--reserved-cpus`` sets ``VLLM_CPU_NUM_OF_RESERVED_CPU``, the cores vLLM keeps its model threads
+off: 1 is vLLM's own default, ``env.hardware.choose_reserved_cpus`` the automatic choice.
+``--worker-process`` sets ``VLLM_ENABLE_V1_MULTIPROCESSING``: 1 runs the model in a worker process of
+its own beside the engine's (vLLM's default on CPU), 0 in the engine's process. ``--lora`` sets
+``Settings.serve_lora``: vLLM's CPU build compiles the model only without LoRA.
 """
 
 from __future__ import annotations
@@ -284,6 +290,22 @@ def main() -> None:
         "a time, to compare them in one run; default: the automatic choice only.",
     )
     parser.add_argument(
+        "--worker-process",
+        nargs="+",
+        type=int,
+        choices=[0, 1],
+        help="Serve with each VLLM_ENABLE_V1_MULTIPROCESSING in turn (with each --dtypes and "
+        "--reserved-cpus), one server at a time; default: what env.model sets.",
+    )
+    parser.add_argument(
+        "--lora",
+        nargs="+",
+        type=int,
+        choices=[0, 1],
+        help="Serve with LoRA on (1) and off (0, Settings.serve_lora: vLLM compiles the model) in turn "
+        "(with each other variant), one server at a time; default: Settings.serve_lora.",
+    )
+    parser.add_argument(
         "--start-json", type=Path, help="Start-up numbers ({cold, warm}) from an earlier run, to report."
     )
     args = parser.parse_args()
@@ -329,8 +351,15 @@ def main() -> None:
     reserved = choose_reserved_cpus()
     result["reserved_cpus_choice"] = f"{reserved.cpus} ({reserved.reason})"
     try:
-        if (args.dtypes or args.reserved_cpus) and not args.base_url:
-            variants = list(itertools.product(args.dtypes or ["auto"], args.reserved_cpus or [None]))
+        if (args.dtypes or args.reserved_cpus or args.worker_process or args.lora) and not args.base_url:
+            variants = list(
+                itertools.product(
+                    args.dtypes or ["auto"],
+                    args.reserved_cpus or [None],
+                    args.worker_process or [None],
+                    [bool(x) for x in args.lora] if args.lora else [None],
+                )
+            )
             compare_servers(variants, questions, db, settings, model_dir, args.concurrency, result, report)
             return
         if args.base_url:
@@ -359,7 +388,7 @@ def main() -> None:
 
 
 def compare_servers(
-    variants: list[tuple[str, int | None]],
+    variants: list[tuple[str, int | None, int | None, bool | None]],
     questions: list,
     db: Path,
     settings: Settings,
@@ -368,15 +397,25 @@ def compare_servers(
     result: dict,
     report: Any,
 ) -> None:
-    """Per ``(dtype, reserved cpus)`` variant, one server after the other: a cold start, the rollouts
-    at each concurrency and the raw decode rate (``result`` is filled in place, ``report`` called
-    after every step). ``None`` reserved cpus = the automatic choice."""
+    """Per ``(dtype, reserved cpus, worker process, LoRA)`` variant, one server after the other: a
+    cold start, a warm one (the same server restarted, its compile cache kept), the rollouts at each
+    concurrency and the raw decode rate (``result`` is filled in place, ``report`` called after
+    every step). ``None`` = the automatic choice."""
     result["raw_decode"] = {}
-    for dtype, reserved in variants:
-        label = dtype if reserved is None else f"{dtype}, {reserved} reserved"
-        served = settings.model_copy(update={"dtype": dtype})
-        with _reserved_cpus(reserved):
+    for dtype, reserved, worker, lora in variants:
+        label = ", ".join(
+            [dtype]
+            + ([f"{reserved} reserved"] if reserved is not None else [])
+            + ([{1: "worker process", 0: "worker in engine"}[worker]] if worker is not None else [])
+            + ([{True: "LoRA on", False: "LoRA off (compiled)"}[lora]] if lora is not None else [])
+        )
+        served = settings.model_copy(
+            update={"dtype": dtype} | ({"serve_lora": lora} if lora is not None else {})
+        )
+        with _env("VLLM_CPU_NUM_OF_RESERVED_CPU", reserved), _env("VLLM_ENABLE_V1_MULTIPROCESSING", worker):
             result["server"][f"cold ({label})"] = start_server(served, model_dir)
+            stop(served)
+            result["server"][f"warm ({label})"] = start_server(served, model_dir)
         report()
         try:
             with PeakMemory(read_server_info(served).pid) as peak:
@@ -392,12 +431,11 @@ def compare_servers(
 
 
 @contextlib.contextmanager
-def _reserved_cpus(cpus: int | None) -> Any:
-    """``VLLM_CPU_NUM_OF_RESERVED_CPU`` set to ``cpus`` for a server started inside (None: unchanged)."""
-    key = "VLLM_CPU_NUM_OF_RESERVED_CPU"
+def _env(key: str, value: int | None) -> Any:
+    """Environment variable ``key`` set to ``value`` for a server started inside (None: unchanged)."""
     before = os.environ.get(key)
-    if cpus is not None:
-        os.environ[key] = str(cpus)
+    if value is not None:
+        os.environ[key] = str(value)
     try:
         yield
     finally:

@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     serve_start_timeout_s: float = Field(
         600.0, description="How long to wait for the server to become healthy."
     )
+    serve_lora: bool = Field(
+        True,
+        description="Serve with LoRA support (adapters loadable at start and at run time). False: no "
+        "adapters (serve a trained run merged, --model RUN); vLLM's CPU build then compiles the model "
+        "(torch inductor; it never compiles with LoRA on): faster decoding, a slower first start.",
+    )
     dtype: str = Field(
         "auto",
         description="auto | bfloat16 | float32 for serving on CPU and training; auto: bfloat16 where the "

@@ -592,7 +592,8 @@ def server_command(
     `serve` passes in the environment, never on the command line that every local user can read).
     On CPU the dtype is ``env.hardware.choose_dtype`` (bfloat16 where the CPU has native bf16, else
     float32; ``settings.dtype`` overrides) unless ``extra_args`` set one, and chunked prefill is off
-    (see below). ``extra_args`` come last, so they win.
+    (see below). LoRA is on unless ``settings.serve_lora`` is false (vLLM's CPU build compiles the
+    model only then; ``adapters`` need it on). ``extra_args`` come last, so they win.
     """
     cmd = [
         sys.executable, "-m", SERVER_MODULE,
@@ -602,8 +603,14 @@ def server_command(
         "--port", str(settings.serve_port),
         "--max-model-len", str(settings.serve_max_model_len),
         "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
-        "--enable-lora", "--max-lora-rank", str(MAX_LORA_RANK),
     ]  # fmt: skip
+    if settings.serve_lora:
+        cmd += ["--enable-lora", "--max-lora-rank", str(MAX_LORA_RANK)]
+    elif adapters:
+        raise ModelError(
+            f"Adapters {', '.join(adapters)} need a server with LoRA on (serve_lora is false): set "
+            "INBOXRL_SERVE_LORA=true, or serve a trained run merged (inboxrl model serve --model RUN)."
+        )
     if adapters:
         cmd += ["--lora-modules", *(f"{name}={path}" for name, path in adapters.items())]
     if not gpu:
@@ -916,7 +923,10 @@ def post_to_server(
     return r.text.strip()
 
 
-LORA_HINT = " (start the server with `inboxrl model serve`: it enables runtime LoRA updates)"
+LORA_HINT = (
+    " (start the server with `inboxrl model serve` and serve_lora on, the default: it enables runtime"
+    " LoRA updates)"
+)
 
 
 def load_adapter(settings: Settings, name: str, path: str | Path | None = None) -> str:

@@ -39,6 +39,7 @@ from env.model import (
     read_server_info,
     serve,
     served_models,
+    server_command,
     stop,
     unload_adapter,
 )
@@ -368,6 +369,16 @@ def test_serve_refuses_a_busy_port(tmp_path: Path, embedded_model_dir: Path) -> 
         settings = server_settings(tmp_path, s.getsockname()[1])
         with pytest.raises(ModelError, match="already in use"):
             serve(settings, model_dir=embedded_model_dir, progress=False)
+
+
+def test_serve_lora_off_drops_lora_and_refuses_adapters(tmp_path: Path) -> None:
+    """Without LoRA vLLM's CPU build compiles the model; an adapter then needs a merged model."""
+    on = server_command(Settings(home=tmp_path), tmp_path, {"run1": tmp_path / "a"})
+    assert "--enable-lora" in on and on[on.index("--lora-modules") + 1] == f"run1={tmp_path / 'a'}"
+    off = Settings(home=tmp_path, serve_lora=False)
+    assert not {"--enable-lora", "--max-lora-rank", "--lora-modules"} & set(server_command(off, tmp_path))
+    with pytest.raises(ModelError, match=r"run1 need a server with LoRA on.*--model RUN"):
+        server_command(off, tmp_path, {"run1": tmp_path / "a"})
 
 
 def test_cli_model_group_has_help() -> None:

@@ -199,8 +199,10 @@ def register(cli: typer.Typer) -> None:
             if server_up:
                 typer.echo(f"• The model server at {settings.base_url} is already up.")
             else:
-                adapters = registered_adapters(settings, base=model_dir)
+                adapters = registered_adapters(settings, base=model_dir) if settings.serve_lora else {}
                 names = f" with adapters {', '.join(adapters)}" if adapters else ""
+                if not settings.serve_lora:
+                    names = " without LoRA (compiled: about 2 min; trained runs: --model RUN)"
                 with step(f"Starting the model server{names} (about 2 min cold, 40 s warm)"):
                     info = serve(settings, model_dir=model_dir, adapters=adapters)
                     typer.echo(f"  vLLM serves {info.model} at {info.base_url} (log {info.log_path})")

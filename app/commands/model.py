@@ -88,14 +88,24 @@ def serve(
         list[str] | None,
         typer.Option(help="Extra argument passed to vLLM as is, e.g. --vllm-arg=--tensor-parallel-size=2."),
     ] = None,
+    lora: Annotated[
+        bool | None,
+        typer.Option(
+            help="LoRA adapters loadable at start and at run time (default settings.serve_lora, on). "
+            "--no-lora: vLLM's CPU build compiles the model instead, faster decoding after a slower "
+            "first start; serve a trained run merged with --model RUN."
+        ),
+    ] = None,
 ) -> None:
-    """Start vLLM's OpenAI-compatible server in the background (tool calls and LoRA enabled)."""
+    """Start vLLM's OpenAI-compatible server in the background (tool calls on; LoRA unless --no-lora)."""
     from env.model import ModelError, resolve_adapter
     from env.model import serve as start_server
 
     overrides: dict[str, object] = {"serve_port": port} if port is not None else {}
     if model is not None:
         overrides["model"] = model
+    if lora is not None:
+        overrides["serve_lora"] = lora
     settings = Settings(**overrides)
     try:
         if model is not None and model_dir is None:
