@@ -201,9 +201,12 @@ def register(cli: typer.Typer) -> None:
             else:
                 adapters = registered_adapters(settings, base=model_dir) if settings.serve_lora else {}
                 names = f" with adapters {', '.join(adapters)}" if adapters else ""
-                if not settings.serve_lora:
-                    names = " without LoRA (compiled: about 2 min; trained runs: --model RUN)"
-                with step(f"Starting the model server{names} (about 2 min cold, 40 s warm)"):
+                what = (
+                    f"Starting the model server{names} (about 2 min cold, 40 s warm)"
+                    if settings.serve_lora
+                    else "Starting the model server without LoRA (it compiles the model: about 2 min)"
+                )
+                with step(what):
                     info = serve(settings, model_dir=model_dir, adapters=adapters)
                     typer.echo(f"  vLLM serves {info.model} at {info.base_url} (log {info.log_path})")
         except (ModelError, OSError, ValueError) as e:
