@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from app.commands.search import email_table, sent_cell
 from env.agent import run_agent
 from env.config import Settings, trace_db_path
 from env.db import Inbox, NoInbox, get_inbox, open_db
@@ -93,18 +94,16 @@ def _live_printer(console: Console) -> Any:
 def sources_table(tools: Any, sources: list[str]) -> Table:
     """The emails an answer cites, laid out as `inboxrl search` lays out hits: the date above the
     sender, then the subject above the message_id, which stays whole at 80 columns."""
-    table = Table(title="Sources", title_justify="left", show_lines=True)
-    table.add_column("date / from", overflow="fold", min_width=12, max_width=24)
-    table.add_column("subject / message_id", overflow="fold", ratio=1, min_width=20)
+    table = email_table("Sources", "subject / message_id", title_justify="left")
     for source in sources:
         try:
             email = tools.read_email(source)
         except ToolError:
             table.add_row("", f"[red](not an email of this inbox)[/]\n[cyan]{escape(source)}[/]")
             continue
-        sent = f"{(email['date'] or '?')[:10]}\n{escape(email['from_address'] or '')}"
         table.add_row(
-            sent, f"[bold]{escape(email['subject'] or '(no subject)')}[/]\n[cyan]{escape(source)}[/]"
+            sent_cell(email),
+            f"[bold]{escape(email['subject'] or '(no subject)')}[/]\n[cyan]{escape(source)}[/]",
         )
     return table
 

@@ -14,7 +14,7 @@ import json
 import re
 import sqlite3
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -123,17 +123,29 @@ def results_table(inbox: str, hits: list[dict]) -> Table:
     (wrapped) and the message_id on its own line, which the wide column holds whole at 80 columns
     (Enron ids are at most 45 characters).
     """
-    table = Table(title=f"{inbox}: {len(hits)} best matches", show_lines=True)
-    table.add_column("date / from", overflow="fold", min_width=12, max_width=24)
-    table.add_column("subject / snippet / message_id", overflow="fold", ratio=1, min_width=20)
+    table = email_table(f"{inbox}: {len(hits)} best matches", "subject / snippet / message_id")
     for hit in hits:
-        sent = f"{(hit['date'] or '?')[:10]}\n{escape(hit['from_address'] or '')}"
         text = (
             f"[bold]{escape(hit['subject'] or '(no subject)')}[/]\n{_highlight(hit['snippet'] or '')}\n"
             f"[cyan]{escape(hit['message_id'])}[/]"
         )
-        table.add_row(sent, text)
+        table.add_row(sent_cell(hit), text)
     return table
+
+
+def email_table(title: str, text_header: str, **kwargs: Any) -> Table:
+    """An empty two-column table of emails: the date above the sender (at most 24 wide), then the
+    email's text (``text_header``), in a wide column that holds a message_id whole at 80 columns.
+    ``kwargs`` go to rich's ``Table``."""
+    table = Table(title=title, show_lines=True, **kwargs)
+    table.add_column("date / from", overflow="fold", min_width=12, max_width=24)
+    table.add_column(text_header, overflow="fold", ratio=1, min_width=20)
+    return table
+
+
+def sent_cell(email: dict) -> str:
+    """The first cell of an `email_table` row: the day above the sender's address."""
+    return f"{(email['date'] or '?')[:10]}\n{escape(email['from_address'] or '')}"
 
 
 def read(
