@@ -15,7 +15,9 @@ How a rollout ends (``Trajectory.ended``):
   persisted through ``settings.max_retries`` retries with exponential backoff, or a non-retryable
   error (4xx, an unreadable response). ``Trajectory.infra_error`` tells the two apart: True for
   the infrastructure's failures (:func:`is_transient`, and the endpoint refusing the request:
-  a wrong API key or an unknown model, :func:`is_rejection`), which say nothing about the model.
+  a wrong API key or an unknown model, :func:`is_rejection`), which say nothing about the model,
+  and for an exception inside the loop itself (a bug, logged with its traceback): it ends that
+  rollout alone, so a batch, an eval or a GRPO step goes on without it.
 
 Tool calls are read from the structured ``tool_calls`` field and, failing that, from the text in
 any of the dialects models write (:func:`env.toolcalls.parse_tool_calls`: Hermes ``<tool_call>``,
@@ -205,6 +207,13 @@ async def arun_agent(
             emit,
             rollout,
             record_tokens=record_tokens,
+        )
+    except Exception as exc:  # a bug (ours or an on_event handler's): this rollout alone, not the model
+        log.exception("The agent loop crashed on %r", question)
+        traj.ended, traj.infra_error = "model_error", True
+        traj.error = (
+            f"the agent loop crashed ({type(exc).__name__}: {exc}): a bug, not the model's fault; "
+            "the log has the traceback"
         )
     finally:
         traj.duration_s = time.time() - traj.started

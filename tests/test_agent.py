@@ -429,6 +429,30 @@ def test_batch_keeps_order_and_runs_concurrently(
     assert {t["name"] for t in store.list_traces()} == {"eval"} and len(store.list_traces()) == n
 
 
+def test_a_crash_inside_one_rollout_ends_that_rollout_alone(
+    scripted: ScriptedServer, db_path: Path, tmp_path: Path
+) -> None:
+    scripted.queue(*[Step(text("I don't know.").body, delay_s=0.1) for _ in range(3)])
+    items = [(f"question {i}", "alice-a", QUERY_DATE) for i in range(3)]
+
+    calls = []
+
+    def on_event(event: dict) -> None:
+        if event["type"] == "model_call":
+            calls.append(event)
+            if len(calls) == 2:  # the second rollout to get its reply
+                raise RuntimeError("a handler bug")
+
+    trajs = asyncio.run(
+        arun_batch(items, db=db_path, settings=scripted.settings(tmp_path), progress=False, on_event=on_event)
+    )
+    assert sorted(t.ended for t in trajs) == ["gave_up", "gave_up", "model_error"]
+    crashed = next(t for t in trajs if t.ended == "model_error")
+    assert crashed.infra_error and "crashed (RuntimeError: a handler bug)" in crashed.error
+    assert sum(t.infra_error for t in trajs) == 1
+    assert_well_formed(crashed)
+
+
 def test_batch_checks_every_inbox_before_starting(
     scripted: ScriptedServer, db_path: Path, tmp_path: Path
 ) -> None:
