@@ -29,6 +29,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -622,6 +623,7 @@ class ServerInfo:
     command: list[str] = field(default_factory=list)
     start_s: float = 0.0
     api_key: str = ""
+    ipc_dir: str = ""  # vLLM's ZMQ sockets (VLLM_RPC_BASE_PATH), removed with the server
 
     def to_dict(self) -> dict:
         """JSON-ready fields."""
@@ -703,9 +705,11 @@ def server_command(
     return cmd + list(extra_args)
 
 
-def _server_env(gpu: bool, api_key: str, dev_routes: bool = False) -> dict[str, str]:
+def _server_env(gpu: bool, api_key: str, dev_routes: bool = False, ipc_dir: str = "") -> dict[str, str]:
     env = dict(os.environ)
     env["VLLM_API_KEY"] = api_key
+    if ipc_dir:  # else vLLM leaves a socket file per process in /tmp at every stop
+        env["VLLM_RPC_BASE_PATH"] = ipc_dir
     env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
     if dev_routes:  # /collective_rpc, /reset_prefix_cache...: behind the key like every route
         env["VLLM_SERVER_DEV_MODE"] = "1"
@@ -782,11 +786,13 @@ def serve(
 
     log_path = settings.run_dir / LOG_FILE
     log_path.unlink(missing_ok=True)
+    # a short folder of its own for vLLM's sockets (a socket path is capped at 107 bytes)
+    ipc_dir = "" if "VLLM_RPC_BASE_PATH" in os.environ else tempfile.mkdtemp(prefix="inboxrl-vllm-")
     start = time.monotonic()
     with private_file(log_path).open("wb") as log:
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=_server_env(gpu, api_key, dev_routes), start_new_session=True,
+            env=_server_env(gpu, api_key, dev_routes, ipc_dir), start_new_session=True,
         )  # fmt: skip
     info = ServerInfo(
         pid=proc.pid,
@@ -797,6 +803,7 @@ def serve(
         log_path=str(log_path),
         command=cmd,
         api_key=api_key,
+        ipc_dir=ipc_dir,
     )
     _write_server_info(settings, info)
     settings.use_server_key(base_url, api_key)
@@ -805,7 +812,7 @@ def serve(
     except BaseException:
         _kill_group(proc.pid)
         proc.wait()
-        _remove_server_files(settings)
+        _remove_server_files(settings, info)
         raise
     info.start_s = round(time.monotonic() - start, 1)
     _write_server_info(settings, info)
@@ -859,7 +866,14 @@ def _write_server_info(settings: Settings, info: ServerInfo) -> None:
         os.replace(tmp, settings.run_dir / name)
 
 
-def _remove_server_files(settings: Settings) -> None:
+def _remove_server_files(settings: Settings, info: ServerInfo | None = None) -> None:
+    """Remove an ended server's pid and info files, and its socket folder (``info``'s, else the
+    info file's)."""
+    if info is None:
+        with contextlib.suppress(FileNotFoundError, ValueError, TypeError):
+            info = ServerInfo(**json.loads((settings.run_dir / INFO_FILE).read_text()))
+    if info is not None and info.ipc_dir:
+        shutil.rmtree(info.ipc_dir, ignore_errors=True)
     for name in (PID_FILE, INFO_FILE):
         (settings.run_dir / name).unlink(missing_ok=True)
 
@@ -947,7 +961,7 @@ def stop(settings: Settings) -> bool:
         return False
     serving = is_healthy(info.base_url, info.api_key)
     _kill_group(info.pid, STOP_GRACE_S if serving else STARTING_GRACE_S)
-    _remove_server_files(settings)
+    _remove_server_files(settings, info)
     return True
 
 

@@ -320,9 +320,12 @@ def test_stop_ends_the_whole_server_and_removes_its_pid_file(
                 break
         time.sleep(0.5)
     assert len(group) > 1, f"the engine process never appeared: {errors}"
+    ipc_dir = Path(info.ipc_dir)
+    assert ipc_dir.is_dir() and any(p.is_socket() for p in ipc_dir.iterdir())  # not /tmp's
     assert stop(settings)
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in group)
     assert not (settings.run_dir / "vllm.pid").exists()
+    assert not ipc_dir.exists()  # vLLM's sockets went with it
     thread.join(60)
     assert len(errors) == 1 and isinstance(errors[0], ServerStartError)
     assert stop(settings) is False
