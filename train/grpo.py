@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 from typing import Any
 
 from env.config import Settings
@@ -158,11 +159,17 @@ def train_grpo(
                 "drifted_turns": rollouts.drift if rollouts else None,
             },
         )
-    if validation:  # after the generation server has stopped: selection starts its own
-        selection = select_checkpoint(
-            settings, folder, ceiling=config.hallucination_ceiling, every=config.selection_every
-        )
-        result.data["selection"] = {k: v for k, v in selection.items() if k != "candidates"}
+        del trainer, model  # selection needs the server, not the policy's memory
+        gc.collect()
+        if validation:  # on the run's generation server if it has one, else on one it starts
+            selection = select_checkpoint(
+                settings,
+                folder,
+                ceiling=config.hallucination_ceiling,
+                every=config.selection_every,
+                server=rollouts.server if rollouts else None,
+            )
+            result.data["selection"] = {k: v for k, v in selection.items() if k != "candidates"}
     return result
 
 

@@ -8,7 +8,8 @@ A GRPO run trained with ``validation_questions = N`` holds N of its questions ou
 one) and the saved checkpoints, answers them through the serving loop on one vLLM server: the
 candidate's LoRA is merged into the base weights and reloaded in place (as GRPO's server rollouts
 do), greedy, with the prompt the run trained with, judged by ``settings``' judge, each in
-``<run>/selection/step-<k>/`` (an interrupted selection resumes there). The pick is the highest mean
+``<run>/selection/step-<k>/`` (an interrupted selection resumes there). A run that sampled its
+rollouts on a generation server selects on that same server before stopping it. The pick is the highest mean
 reward among candidates whose hallucination rate is at most the ceiling (the earliest step on a tie);
 when none is under it, the least hallucinating one, and the result says so. Accuracy does not choose.
 
@@ -18,6 +19,7 @@ The run's ``adapter/`` then holds the pick (the last step's adapter moves to ``a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -119,6 +121,7 @@ def select_checkpoint(
     every: int = 1,
     max_turns: int | None = None,
     progress: bool = True,
+    server: Settings | None = None,
 ) -> dict[str, Any]:
     """Evaluate the run's candidates on its validation questions and install the pick as ``adapter/``.
 
@@ -128,6 +131,8 @@ def select_checkpoint(
     :param ceiling: the highest hallucination rate a pick may have.
     :param every: evaluate every ``every``-th checkpoint (the start and the last always).
     :param max_turns: model turns per validation rollout (default: the run's ``max_turns``).
+    :param server: a running generation server on the run's base model (``train_grpo`` passes its
+        own, which saves a server start); default one started for the selection and stopped after.
 
     Needs ``result.json`` (a finished run), whose ``data.selection`` gets the pick and why. Returns
     what ``selection.json`` holds.
@@ -146,7 +151,9 @@ def select_checkpoint(
     config = json.loads((folder / "train.json").read_text())["config"]
     base_model = json.loads((folder / "result.json").read_text())["base_model"]
     cands = candidates(folder, every, settings)
-    with generation_server(settings, base_model, folder) as server:
+    with contextlib.ExitStack() as stack:
+        if server is None:
+            server = stack.enter_context(generation_server(settings, base_model, folder))
         agent = server.model_copy(
             update={
                 **prompt_settings(config),
