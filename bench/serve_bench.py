@@ -18,6 +18,8 @@ Run it on an otherwise idle machine if you can (it reports the load average it s
     .venv/bin/python bench/serve_bench.py --questions 16 --concurrency 16 --reserved-cpus 1 0
     .venv/bin/python bench/serve_bench.py --questions 16 --concurrency 16 --worker-process 1 0
     .venv/bin/python bench/serve_bench.py --questions 16 --concurrency 1 16 --lora 1 0
+    .venv/bin/python bench/serve_bench.py --questions 16 --concurrency 16 --through-adapter \
+        --lora-ops stock grouped
 
 ``--dtypes``, ``--reserved-cpus``, ``--worker-process`` and ``--lora`` compare servers one after the
 other in one run (each combination of values; a cold then a warm start of each).
@@ -25,7 +27,11 @@ other in one run (each combination of values; a cold then a warm start of each).
 off: 1 is vLLM's own default, ``env.hardware.choose_reserved_cpus`` the automatic choice.
 ``--worker-process`` sets ``VLLM_ENABLE_V1_MULTIPROCESSING``: 1 runs the model in a worker process of
 its own beside the engine's (vLLM's default on CPU), 0 in the engine's process. ``--lora`` sets
-``Settings.serve_lora``: vLLM's CPU build compiles the model only without LoRA.
+``Settings.serve_lora``: vLLM's CPU build compiles the model only without LoRA. ``--lora-ops`` sets
+``INBOXRL_VLLM_LORA_OPS``: ``stock`` is vLLM's CPU LoRA ops, ``grouped`` env/vllm_lora.py's.
+``--through-adapter`` serves the embedded base with the released adapter loaded as a LoRA and sends
+every request through it (otherwise requests go to the served model, no adapter). A bench that
+made its own temporary home removes it at the end.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import threading
@@ -50,7 +57,16 @@ from env.agent import arun_batch
 from env.config import Settings
 from env.hardware import choose_dtype, choose_reserved_cpus
 from env.ingest import default_inbox_archive, ingest
-from env.model import embedded_model_dir, make_client, prepare_embedded_model, read_server_info, serve, stop
+from env.model import (
+    LORA_OPS_ENV,
+    embedded_model_dir,
+    make_client,
+    prepare_embedded_model,
+    read_server_info,
+    released_adapter_dir,
+    serve,
+    stop,
+)
 from env.trajectory import Trajectory
 from synth_data.questions import default_questions_path, load_questions
 
@@ -90,10 +106,10 @@ class PeakMemory:
         self._thread.join()
 
 
-def start_server(settings: Settings, model_dir: Path) -> dict:
+def start_server(settings: Settings, model_dir: Path, adapters: dict[str, Path] | None = None) -> dict:
     """Start the server, return its start-up time and memory right after it became healthy."""
     start = time.monotonic()
-    info = serve(settings, model_dir=model_dir, progress=True)
+    info = serve(settings, model_dir=model_dir, adapters=adapters, progress=True)
     seconds = time.monotonic() - start
     return {"start_s": round(seconds, 1), **tree_memory(info.pid)}
 
@@ -176,6 +192,33 @@ def run_batch(
     return trajs, time.monotonic() - start
 
 
+def prefill(settings: Settings, n: int = 3, lines: int = 120) -> dict:
+    """Sequential completions of one token for ``n`` long prompts (~1,900 tokens) that share no
+    prefix (the prefix cache cannot help): the prompt-processing rate."""
+    import httpx
+
+    rows = []
+    for i in range(n):
+        body = " ".join(f"Line {k}: the gas price for May was discussed." for k in range(lines))
+        text = f"Note {i}: {body}"
+        t0 = time.monotonic()
+        r = httpx.post(
+            f"{settings.base_url}/completions",
+            headers={"Authorization": f"Bearer {settings.api_key}"},
+            json={"model": settings.model, "prompt": text, "max_tokens": 1, "temperature": 0},
+            timeout=settings.timeout_s,
+        )
+        r.raise_for_status()
+        rows.append((r.json()["usage"]["prompt_tokens"], time.monotonic() - t0))
+    seconds = sum(s for _, s in rows)
+    return {
+        "calls": n,
+        "prompt_tokens": rows[0][0],
+        "seconds_per_call": round(seconds / n, 2),
+        "tokens_per_s": round(sum(t for t, _ in rows) / seconds, 1),
+    }
+
+
 def raw_decode(settings: Settings, n: int = 3, tokens: int = 64) -> dict:
     """Sequential plain chat calls of exactly ``tokens`` completion tokens: the single-stream decode rate."""
 
@@ -230,6 +273,11 @@ def write_markdown(path: Path, result: dict) -> None:
         f"## Agent rollouts ({result['questions']} questions on the default inbox, "
         f"max_turns {result['max_turns']})",
         "",
+        *(
+            ["Every request through the released adapter, loaded as a LoRA on the embedded base.", ""]
+            if result.get("through_adapter")
+            else []
+        ),
         "| mode | server | concurrency | wall (s) | rollouts (calls)/min | completion tok/s | prompt tok/s "
         "| model calls | mean call latency (s) | ended | load avg |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
@@ -252,6 +300,11 @@ def write_markdown(path: Path, result: dict) -> None:
                 f"Raw decode{f' ({dtype})' if dtype else ''}, one stream: {d['tokens_per_s']} tokens/s "
                 f"({d['calls']} sequential calls of {d['tokens_per_call']} tokens)."
             )
+    for label, d in result.get("prefill", {}).items():
+        lines.append(
+            f"Prefill ({label}): {d['tokens_per_s']} prompt tokens/s, {d['seconds_per_call']} s per "
+            f"{d['prompt_tokens']:,}-token prompt ({d['calls']} sequential calls, no shared prefix)."
+        )
     if "dtype_choice" in result:
         lines += ["", f"Automatic dtype on this machine: {result['dtype_choice']}."]
     if "reserved_cpus_choice" in result:
@@ -306,12 +359,35 @@ def main() -> None:
         "(with each other variant), one server at a time; default: Settings.serve_lora.",
     )
     parser.add_argument(
+        "--lora-ops",
+        nargs="+",
+        choices=["stock", "grouped"],
+        help="Serve with each INBOXRL_VLLM_LORA_OPS in turn (with each other variant), one server at a "
+        "time; default: what env.model sets (grouped).",
+    )
+    parser.add_argument(
+        "--through-adapter",
+        action="store_true",
+        help="Serve the embedded base with the released adapter as a LoRA and send every request "
+        "through the adapter (with the variants only).",
+    )
+    parser.add_argument(
         "--start-json", type=Path, help="Start-up numbers ({cold, warm}) from an earlier run, to report."
     )
     args = parser.parse_args()
 
     home = args.home or Path(tempfile.mkdtemp(prefix="inboxrl-serve-bench-"))
     caches = Path(tempfile.mkdtemp(prefix="inboxrl-serve-bench-cache-"))
+    try:
+        run_bench(args, home, caches)
+    finally:
+        shutil.rmtree(caches, ignore_errors=True)
+        if args.home is None:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def run_bench(args: argparse.Namespace, home: Path, caches: Path) -> None:
+    """The bench of `main`'s arguments, in ``home``, with vLLM's and inductor's caches in ``caches``."""
     # Fresh compile caches, so the first start is cold and the second one warm.
     os.environ["VLLM_CACHE_ROOT"] = str(caches / "vllm")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(caches / "inductor")
@@ -328,8 +404,9 @@ def main() -> None:
     result: dict = {
         "machine": f"{os.cpu_count()} CPUs, {round(psutil.virtual_memory().total / 2**30)} GiB",
         "command": "python bench/serve_bench.py " + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items() if v is not None and k != "home"
+            f"--{k.replace('_', '-')}" if v is True
+            else f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in vars(args).items() if v not in (None, False) and k != "home"
         ),
         "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "model_dir": str(embedded_model_dir(settings)),
@@ -351,16 +428,22 @@ def main() -> None:
     reserved = choose_reserved_cpus()
     result["reserved_cpus_choice"] = f"{reserved.cpus} ({reserved.reason})"
     try:
-        if (args.dtypes or args.reserved_cpus or args.worker_process or args.lora) and not args.base_url:
+        compare = args.dtypes or args.reserved_cpus or args.worker_process or args.lora or args.lora_ops
+        if compare and not args.base_url:
             variants = list(
                 itertools.product(
                     args.dtypes or ["auto"],
                     args.reserved_cpus or [None],
                     args.worker_process or [None],
                     [bool(x) for x in args.lora] if args.lora else [None],
+                    args.lora_ops or [None],
                 )
             )
-            compare_servers(variants, questions, db, settings, model_dir, args.concurrency, result, report)
+            adapter = {"released-lora": released_adapter_dir()} if args.through_adapter else None
+            result["through_adapter"] = bool(adapter)
+            compare_servers(
+                variants, questions, db, settings, model_dir, args.concurrency, result, report, adapter
+            )
             return
         if args.base_url:
             pid = args.server_pid
@@ -388,7 +471,7 @@ def main() -> None:
 
 
 def compare_servers(
-    variants: list[tuple[str, int | None, int | None, bool | None]],
+    variants: list[tuple[str, int | None, int | None, bool | None, str | None]],
     questions: list,
     db: Path,
     settings: Settings,
@@ -396,28 +479,39 @@ def compare_servers(
     concurrency: list[int],
     result: dict,
     report: Any,
+    adapter: dict[str, Path] | None = None,
 ) -> None:
-    """Per ``(dtype, reserved cpus, worker process, LoRA)`` variant, one server after the other: a
-    cold start, a warm one (the same server restarted, its compile cache kept), the rollouts at each
-    concurrency and the raw decode rate (``result`` is filled in place, ``report`` called after
-    every step). ``None`` = the automatic choice."""
+    """Per ``(dtype, reserved cpus, worker process, LoRA, LoRA ops)`` variant, one server after the
+    other: a cold start, a warm one (the same server restarted, its compile cache kept), the rollouts
+    at each concurrency and the raw decode rate (``result`` is filled in place, ``report`` called
+    after every step). ``None`` = the automatic choice. With ``adapter`` (``{name: folder}``), the
+    server loads it and every request goes through it."""
     result["raw_decode"] = {}
-    for dtype, reserved, worker, lora in variants:
+    for dtype, reserved, worker, lora, ops in variants:
         label = ", ".join(
             [dtype]
             + ([f"{reserved} reserved"] if reserved is not None else [])
             + ([{1: "worker process", 0: "worker in engine"}[worker]] if worker is not None else [])
             + ([{True: "LoRA on", False: "LoRA off (compiled)"}[lora]] if lora is not None else [])
+            + ([f"{ops} LoRA ops"] if ops is not None else [])
         )
         served = settings.model_copy(
             update={"dtype": dtype} | ({"serve_lora": lora} if lora is not None else {})
         )
-        with _env("VLLM_CPU_NUM_OF_RESERVED_CPU", reserved), _env("VLLM_ENABLE_V1_MULTIPROCESSING", worker):
-            result["server"][f"cold ({label})"] = start_server(served, model_dir)
+        with (
+            _env("VLLM_CPU_NUM_OF_RESERVED_CPU", reserved),
+            _env("VLLM_ENABLE_V1_MULTIPROCESSING", worker),
+            _env(LORA_OPS_ENV, ops),
+        ):
+            result["server"][f"cold ({label})"] = start_server(served, model_dir, adapter)
             stop(served)
-            result["server"][f"warm ({label})"] = start_server(served, model_dir)
+            result["server"][f"warm ({label})"] = start_server(served, model_dir, adapter)
         report()
+        if adapter:
+            served = served.model_copy(update={"model": next(iter(adapter))})
         try:
+            result.setdefault("prefill", {})[label] = prefill(served)
+            report()
             with PeakMemory(read_server_info(served).pid) as peak:
                 for c in concurrency:
                     trajs, wall = run_batch(questions, db, served, c)
@@ -431,7 +525,7 @@ def compare_servers(
 
 
 @contextlib.contextmanager
-def _env(key: str, value: int | None) -> Any:
+def _env(key: str, value: int | str | None) -> Any:
     """Environment variable ``key`` set to ``value`` for a server started inside (None: unchanged)."""
     before = os.environ.get(key)
     if value is not None:

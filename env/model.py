@@ -61,6 +61,7 @@ PREPARED_MARKER = "inboxrl-prepared.json"
 PID_FILE = "vllm.pid"
 INFO_FILE = SERVER_INFO_FILE
 SERVER_MODULE = "env.vllm_server"
+LORA_OPS_ENV = "INBOXRL_VLLM_LORA_OPS"
 LOG_FILE = "vllm.log"
 MAX_LORA_RANK = 64
 CPU_KVCACHE_GB = "1"
@@ -200,8 +201,8 @@ def model_prompt_settings(name: str) -> dict:
 
 def merge_lora(adapter_dir: Path, base_dir: Path, out: Path) -> None:
     """Fold the LoRA adapter in ``adapter_dir`` into the model in ``base_dir``; save model and
-    tokenizer (with its chat template) to ``out``. A merged model serves at the base model's speed:
-    vLLM's CPU build runs LoRA layers about ten times slower."""
+    tokenizer (with its chat template) to ``out``. A merged model serves at the base model's speed,
+    with no LoRA term per layer."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -716,12 +717,14 @@ def _server_env(gpu: bool, api_key: str, dev_routes: bool = False, ipc_dir: str 
     env["HF_HUB_OFFLINE"] = "1"
     if not gpu:
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GB)
+        # one matmul per adapter, not per token (env/vllm_lora.py); "stock" keeps vLLM's LoRA ops
+        env.setdefault(LORA_OPS_ENV, "grouped")
         if not {"VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_OMP_THREADS_BIND"} & env.keys():
             reserved = choose_reserved_cpus()
             log.info("vLLM server reserved CPUs: %s (%s)", reserved.cpus, reserved.reason)
             if reserved.cpus is not None:
                 env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(reserved.cpus)
-        # A busy 2-core machine can spend minutes on one step (e.g. the first one through a new LoRA);
+        # A busy 2-core machine can spend minutes on one step (a long prompt through vLLM's stock LoRA ops);
         # vLLM's default 300 s kills the engine then.
         env.setdefault("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", "1800")
     return env
@@ -1026,13 +1029,16 @@ LORA_HINT = (
 def load_adapter(settings: Settings, name: str, path: str | Path | None = None) -> str:
     """Load a PEFT LoRA adapter into the running server at run time; requests with ``model=name`` use it.
 
+    An adapter already served as ``name`` is replaced in place (vLLM's ``load_inplace``), so loading
+    again is safe: a resumed `inboxrl retrain` reloads its candidate, a retrained one included.
+
     :param name: the name clients will use as the model.
     :param path: the adapter folder; default the registered run ``<runs_dir>/<name>/adapter``.
     :returns: the server's reply.
     """
     folder = Path(path) if path is not None else settings.runs_dir / name / "adapter"
     folder = _check_adapter_dir(name, folder)
-    payload = {"lora_name": name, "lora_path": str(folder)}
+    payload = {"lora_name": name, "lora_path": str(folder), "load_inplace": True}
     return post_to_server(settings, "load_lora_adapter", payload, hint_404=LORA_HINT)
 
 

@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from env import model as model_mod
+from env import vllm_lora
 from env.config import Settings
 from env.model import (
     PARTED_MODELS,
@@ -270,6 +271,7 @@ def test_lora_adapter_loads_at_run_time(vllm_server: Settings, lora_adapter_dir:
     name = f"test-lora-{os.getpid()}"
     load_adapter(vllm_server, name, lora_adapter_dir)
     try:
+        load_adapter(vllm_server, name, lora_adapter_dir)  # again, in place: vLLM refused it by default
         models = served_models(vllm_server)
         assert name in models and vllm_server.model in models
         assert _greedy_logprobs(vllm_server, name) != _greedy_logprobs(vllm_server, vllm_server.model)
@@ -292,6 +294,8 @@ def test_start_up_adapter_is_served(vllm_server: Settings) -> None:
     assert _greedy_logprobs(vllm_server, BOOT_ADAPTER) != _greedy_logprobs(vllm_server, vllm_server.model)
     info = read_server_info(vllm_server)
     assert info is not None and BOOT_ADAPTER in info.adapters
+    # the engine's processes (spawned, not forked) loaded the plugin that groups the LoRA ops
+    assert Path(info.log_path).read_text(errors="replace").count(vllm_lora.INSTALLED) >= 2
 
 
 @pytest.mark.slow

@@ -345,8 +345,8 @@ def _eval(
             served[key] = run(key, settings.model_copy(update={"model": name, **prompt}), name)
         return served
     # Our own server on the base model, each adapter merged into its weights in turn (as GRPO's
-    # rollouts and the checkpoint pick do): vLLM's CPU build spends minutes compiling the first
-    # batches through a LoRA, a weight reload costs seconds.
+    # rollouts and the checkpoint pick do): a weight reload costs seconds, and the merged model
+    # computes no LoRA term per layer.
     from train.rollout import generation_server
     from train.select import serve_merged
 

@@ -8,7 +8,8 @@ the same prompt, tools, parser and text fallback), and TRL only trains on the to
 1. Before the first rollout of each optimizer step, the policy's LoRA is merged into the base weights
    in memory and written to ``<run>/generation/weights/model.safetensors``; the server reloads them in
    place (vLLM's ``reload_weights`` through ``/collective_rpc``) and drops its prefix cache. (Serving
-   the LoRA itself is ~35x slower on vLLM's CPU build, and a reload takes under a second for 135M.)
+   the LoRA itself was ~35x slower with vLLM's stock CPU LoRA ops, and a reload takes under a second
+   for 135M.)
 2. The rollouts run at ``settings.concurrency`` = the whole generation batch, asking the server for
    each turn's prompt and sampled token ids and log-probs (``arun_agent(record_tokens=True)``).
 3. :func:`rollout_tokens` turns a trajectory into TRL's ``prompt_ids``, ``completion_ids``,
