@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from env import vllm_lora
 from env.config import (
     EMBEDDED_MODEL_NAME,
     NO_KEY,
@@ -61,7 +62,7 @@ PREPARED_MARKER = "inboxrl-prepared.json"
 PID_FILE = "vllm.pid"
 INFO_FILE = SERVER_INFO_FILE
 SERVER_MODULE = "env.vllm_server"
-LORA_OPS_ENV = "INBOXRL_VLLM_LORA_OPS"
+LORA_OPS_ENV = vllm_lora.ENV_VAR
 LOG_FILE = "vllm.log"
 MAX_LORA_RANK = 64
 CPU_KVCACHE_GB = "1"
@@ -869,12 +870,18 @@ def _write_server_info(settings: Settings, info: ServerInfo) -> None:
         os.replace(tmp, settings.run_dir / name)
 
 
+def _read_info_file(settings: Settings) -> ServerInfo | None:
+    """``<run_dir>/vllm.json`` as a `ServerInfo`; None when it is missing or unreadable."""
+    try:
+        return ServerInfo(**json.loads((settings.run_dir / INFO_FILE).read_text()))
+    except (FileNotFoundError, ValueError, TypeError):
+        return None
+
+
 def _remove_server_files(settings: Settings, info: ServerInfo | None = None) -> None:
     """Remove an ended server's pid and info files, and its socket folder (``info``'s, else the
     info file's)."""
-    if info is None:
-        with contextlib.suppress(FileNotFoundError, ValueError, TypeError):
-            info = ServerInfo(**json.loads((settings.run_dir / INFO_FILE).read_text()))
+    info = info or _read_info_file(settings)
     if info is not None and info.ipc_dir:
         shutil.rmtree(info.ipc_dir, ignore_errors=True)
     for name in (PID_FILE, INFO_FILE):
@@ -904,10 +911,9 @@ def read_server_info(settings: Settings) -> ServerInfo | None:
     if not _alive(pid):
         _remove_server_files(settings)
         return None
-    try:
-        return ServerInfo(**json.loads((settings.run_dir / INFO_FILE).read_text()))
-    except (FileNotFoundError, ValueError, TypeError):
-        return ServerInfo(pid=pid, base_url=settings.base_url, model=settings.model, model_dir="")
+    return _read_info_file(settings) or ServerInfo(
+        pid=pid, base_url=settings.base_url, model=settings.model, model_dir=""
+    )
 
 
 STOP_GRACE_S = 20.0

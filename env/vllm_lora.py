@@ -41,11 +41,10 @@ def install() -> None:
     import vllm.lora.ops.torch_ops.lora_ops as ops
     import vllm.lora.punica_wrapper.punica_cpu as punica_cpu
 
-    ours = {"bgmv_shrink": bgmv_shrink, "bgmv_expand": bgmv_expand, "bgmv_expand_slice": bgmv_expand_slice}
     for name in OPS:
         _stock.setdefault(name, getattr(ops, name))
         for module in (ops, package, punica_cpu):
-            setattr(module, name, ours[name])
+            setattr(module, name, globals()[name])
     print(f"{INSTALLED} (pid {os.getpid()})", file=sys.stderr, flush=True)  # into the server's log
 
 
